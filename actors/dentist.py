@@ -1,0 +1,506 @@
+"""One actor per dentist: schedule, bookings and holds in memory, PostgreSQL first.
+
+Every write takes the dentist's row lock, catches up on events committed by
+anyone else since the actor's version, re-checks against memory, writes, and
+reads back the events its own change produced. Memory changes only by
+applying committed events, whoever made them: one code path for local
+writes, other processes and SQL typed by hand.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import uuid
+from datetime import date, datetime, timedelta, timezone
+from typing import Any, Awaitable, Callable, TypeVar
+from zoneinfo import ZoneInfo
+
+import asyncpg
+
+from actors import dentist_sql as sql
+from actors._base import Actor, StopReason
+from actors.messages import (Book, ChangeAppointment, ExpireHolds, ExtendHold, GetSlots, Hold, Idempotency,
+                             ReleaseHold, SetSchedule, Sync)
+from actors.schedule import IntervalSet, Schedule, ScheduleError
+from hub import errors, events
+from hub.catalog import Catalog
+from hub.errors import ErrorCode, HubError
+
+log = logging.getLogger("hub.actors")
+T = TypeVar("T")
+UTC = timezone.utc
+
+# Status changes staff may make; patients may only cancel (DESIGN: one explicit table).
+TRANSITIONS = {
+    ("pending", "confirmed"), ("confirmed", "completed"),
+    ("pending", "cancelled"), ("confirmed", "cancelled"), ("confirmed", "no_show"),
+}
+_NOTICES = {"booked": "Your appointment was booked", "confirmed": "Your appointment was confirmed",
+            "rescheduled": "Your appointment was rescheduled", "cancelled": "Your appointment was cancelled"}
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Rules:
+    """The booking rules of settings that an actor needs."""
+
+    hold_ttl_seconds: int = 300
+    hold_max_age_seconds: int = 1800
+    max_holds_per_patient: int = 3
+    cancellation_window_hours: int = 24
+
+
+@dataclasses.dataclass(slots=True)
+class _Held:
+    patient_id: uuid.UUID
+    start: datetime
+    end: datetime
+    expires_at: datetime
+
+
+def _ts(value: str | datetime) -> datetime:
+    return value if isinstance(value, datetime) else datetime.fromisoformat(value)
+
+
+def _uuid(value: str | uuid.UUID) -> uuid.UUID:
+    return value if isinstance(value, uuid.UUID) else uuid.UUID(value)
+
+
+def slot_unavailable(message: str, **details: Any) -> HubError:
+    return HubError(ErrorCode.SLOT_UNAVAILABLE, message, details or None)
+
+
+class DentistActor(Actor):
+    def __init__(self, key: str, *, pool: asyncpg.Pool, catalog: Catalog, rules: Rules,
+                 publish: Callable[[list[events.Event]], None] = lambda evs: None) -> None:
+        super().__init__(key)
+        self.dentist_id = uuid.UUID(key)
+        self._pool = pool
+        self._catalog = catalog
+        self._rules = rules
+        self._publish = publish
+        self.version = 0
+        self.schedule: Schedule | None = None
+        self._closures: list[date] = []
+        self.booked = IntervalSet()                        # appointment id -> blocked range
+        self._appts: dict[uuid.UUID, tuple[datetime, int]] = {}  # id -> (start, duration)
+        self.held = IntervalSet()                          # hold id -> blocked range
+        self._holds: dict[uuid.UUID, _Held] = {}
+        self._timer: asyncio.TimerHandle | None = None
+
+    # ---- lifecycle -------------------------------------------------------
+
+    async def on_start(self) -> None:
+        async with self._pool.acquire() as con:
+            await self._load(con)
+
+    async def on_stop(self, reason: StopReason) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+
+    async def _load(self, con: asyncpg.Connection) -> None:
+        """(Re)build all memory from the database."""
+        row = await con.fetchrow(sql.DENTIST, self.dentist_id)
+        if row is None:
+            self.schedule = None
+            return
+        today = datetime.now(UTC).date()
+        self._closures = [r["day"] for r in await con.fetch(sql.CLOSURES, today)]
+        self._set_schedule(row)
+        self.version = row["version"]
+        self.booked, self._appts, self.held, self._holds = IntervalSet(), {}, IntervalSet(), {}
+        for a in await con.fetch(sql.BOOKED, self.dentist_id, datetime.now(UTC) - timedelta(days=1)):
+            self._add_appointment(a["id"], a["appointment_date"], a["duration_minutes"], a["buffer_minutes"])
+        for h in await con.fetch(sql.HOLDS, self.dentist_id):
+            self._add_hold(h["id"], h["patient_id"], h["slot_time"], h["duration_minutes"], h["expires_at"])
+        self._arm_timer()
+
+    def _set_schedule(self, row: Any) -> None:
+        self.schedule = Schedule.from_json(
+            row["available_times"], timezone=row["timezone"], slot_minutes=row["slot_minutes"],
+            overrides=row["date_overrides"], closures=self._closures,
+            min_notice_minutes=row["min_notice_minutes"], horizon_days=row["horizon_days"])
+
+    def idle(self) -> bool:
+        """Holds need their expiry timer: an actor with holds is never passivated."""
+        return not self._holds
+
+    # ---- memory, changed only by committed events -------------------------
+
+    def _add_appointment(self, key: uuid.UUID, start: datetime, duration: int, buffer: int) -> None:
+        self.booked.add(key, start, start + timedelta(minutes=duration + buffer))
+        self._appts[key] = (start, duration)
+
+    def _add_hold(self, key: uuid.UUID, patient: uuid.UUID, start: datetime, minutes: int, expires: datetime) -> None:
+        end = start + timedelta(minutes=minutes)
+        self.held.add(key, start, end)
+        self._holds[key] = _Held(patient, start, end, expires)
+
+    def _apply(self, event: events.Event) -> bool:
+        """Apply one event; False when only a full reload can (a clinic closure)."""
+        new = event.new
+        if event.table_name == "appointments":
+            key = event.record_id
+            self.booked.remove(key)
+            self._appts.pop(key, None)
+            if new is not None and new["status"] != "cancelled":
+                self._add_appointment(key, _ts(new["appointment_date"]), new["duration_minutes"],
+                                      new["buffer_minutes"])
+        elif event.table_name == "slot_reservations":
+            self.held.remove(event.record_id)
+            self._holds.pop(event.record_id, None)
+            if new is not None:
+                self._add_hold(event.record_id, _uuid(new["patient_id"]), _ts(new["slot_time"]),
+                               new["duration_minutes"], _ts(new["expires_at"]))
+        elif event.table_name == "dentists" and new is not None:
+            self._set_schedule(new)
+        else:
+            return False
+        self.version = event.version
+        return True
+
+    async def _catch_up(self, con: asyncpg.Connection, target: int) -> list[events.Event]:
+        """Apply what others committed since our version (or reload on a gap);
+        returns those events, for the caller to publish."""
+        if target <= self.version:
+            return []
+        missed = await events.since(con, self.dentist_id, self.version)
+        if [e.version for e in missed] != list(range(self.version + 1, target + 1)) \
+                or not all(self._apply_one(e) for e in missed):
+            await self._load(con)
+        self._arm_timer()
+        return missed
+
+    def _apply_one(self, event: events.Event) -> bool:
+        return event.version == self.version + 1 and self._apply(event)
+
+    async def _write(self, work: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
+        """Run `work` in a transaction under the dentist's row lock, then apply
+        and publish the events it produced. A failed commit changes nothing."""
+        missed: list[events.Event] = []
+        try:
+            async with self._pool.acquire() as con:
+                async with con.transaction():
+                    current = await con.fetchval(sql.LOCK, self.dentist_id)
+                    if current is None:
+                        raise errors.not_found("dentist", self.dentist_id)
+                    missed = await self._catch_up(con, current)
+                    result = await work(con)
+                    produced = await events.since(con, self.dentist_id, current)
+        finally:
+            if missed:  # committed by others, whatever became of ours
+                self._publish(missed)
+        for event in produced:
+            if not self._apply(event):
+                async with self._pool.acquire() as con:
+                    await self._load(con)
+        self._arm_timer()
+        if produced:
+            self._publish(produced)
+        return result
+
+    # ---- the turn ----------------------------------------------------------
+
+    async def receive(self, msg: Any) -> Any:
+        if self.schedule is None:
+            self.stop(StopReason.IDLE)  # nothing to serve; a later activation re-checks
+            raise errors.not_found("dentist", self.dentist_id)
+        match msg:
+            case GetSlots():
+                return self._slots(msg)
+            case Hold():
+                return await self._hold(msg)
+            case ExtendHold():
+                return await self._write(lambda con: self._extend(con, msg))
+            case ReleaseHold():
+                return await self._write(lambda con: self._release(con, msg))
+            case Book():
+                return await self._idempotent(msg.idempotency, lambda: self._book(msg))
+            case ChangeAppointment():
+                return await self._write(lambda con: self._change(con, msg))
+            case SetSchedule():
+                return await self._write(lambda con: self._set(con, msg))
+            case ExpireHolds():
+                return await self._expire()
+            case Sync(version=version):
+                async with self._pool.acquire() as con:
+                    missed = await self._catch_up(con, version)
+                if missed:
+                    self._publish(missed)
+                return self.version
+        raise TypeError(f"unknown message {type(msg).__name__}")
+
+    # ---- reads ---------------------------------------------------------------
+
+    def _blocking_holds(self, start: datetime, end: datetime, patient: uuid.UUID | None,
+                        now: datetime) -> list[uuid.UUID]:
+        return [k for k in self.held.overlapping(start, end)
+                if self._holds[k].patient_id != patient and self._holds[k].expires_at > now]
+
+    def _slots(self, msg: GetSlots) -> list[dict[str, Any]]:
+        assert self.schedule is not None
+        now = datetime.now(UTC)
+        actor = self
+
+        class Busy:  # what is taken, as seen by this viewer (their own holds are theirs to book)
+            @staticmethod
+            def overlaps(start: datetime, end: datetime) -> bool:
+                return actor.booked.overlaps(start, end) or bool(actor._blocking_holds(start, end, msg.viewer, now))
+
+        slots = self.schedule.slots(msg.day_from, msg.day_to, now=now, busy=Busy, duration_minutes=msg.duration,
+                                    buffer_minutes=msg.buffer)
+        out = []
+        for s in slots:
+            if s.available:
+                status = "free"
+            elif self.booked.overlaps(s.start, s.end + timedelta(minutes=msg.buffer)):
+                status = "busy"
+            elif self._blocking_holds(s.start, s.end + timedelta(minutes=msg.buffer), msg.viewer, now):
+                status = "busy-tentative"
+            else:
+                status = "busy-unavailable"
+            out.append({"start": s.start, "end": s.end, "available": s.available, "status": status,
+                        "dentist_id": self.dentist_id})
+        return out
+
+    def _check_slot(self, start: datetime, minutes: int, blocked_minutes: int, patient: uuid.UUID,
+                    ignore: uuid.UUID | None = None) -> list[uuid.UUID]:
+        """Raise unless [start, start+blocked) is bookable by `patient`; returns
+        the patient's own holds it covers (a booking consumes them)."""
+        assert self.schedule is not None
+        now = datetime.now(UTC)
+        try:
+            self.schedule.check_bookable(start, minutes, now)
+        except ScheduleError as exc:
+            raise errors.invalid(str(exc), field="appointment_date" if exc.field == "slot_time" else exc.field) from None
+        end = start + timedelta(minutes=blocked_minutes)
+        if any(k != ignore for k in self.booked.overlapping(start, end)):
+            raise slot_unavailable("That time is already booked", slot_time=start.isoformat())
+        blocking = self._blocking_holds(start, end, patient, now)
+        if blocking:
+            frees = max(self._holds[k].expires_at for k in blocking)
+            raise slot_unavailable("That time is held by another patient", slot_time=start.isoformat(),
+                                   retry_after_seconds=max(1, int((frees - now).total_seconds() + 0.999)))
+        return [k for k in self.held.overlapping(start, end) if self._holds[k].patient_id == patient]
+
+    # ---- writes ----------------------------------------------------------------
+
+    async def _idempotent(self, key: Idempotency | None, act: Callable[[], Awaitable[dict[str, Any]]]) -> dict:
+        """Replay the first answer to a retried request (same caller and key)."""
+        if key is not None:
+            stored = await self._pool.fetchrow(sql.IDEMPOTENT_GET, key.user_key, key.key)
+            if stored is not None:
+                if stored["request_hash"] != key.request_hash:
+                    raise errors.conflict("Idempotency-Key was already used with a different request")
+                return {**stored["response"], "_replayed": True}
+        return await act()
+
+    async def _remember(self, con: asyncpg.Connection, key: Idempotency | None, result: dict[str, Any]) -> None:
+        if key is not None:
+            try:
+                async with con.transaction():
+                    await con.execute(sql.IDEMPOTENT_PUT, key.user_key, key.key, key.request_hash, 201, result)
+            except asyncpg.UniqueViolationError:
+                raise errors.conflict("A request with this Idempotency-Key is already in progress") from None
+
+    async def _hold(self, msg: Hold) -> dict[str, Any]:
+        kind = self._catalog.get(msg.appointment_type)
+
+        async def work(con: asyncpg.Connection) -> dict[str, Any]:
+            own = self._check_slot(msg.start, kind.duration_minutes, kind.blocked_minutes, msg.patient_id)
+            for key in own:  # holding your own held slot again just refreshes it
+                held = self._holds[key]
+                if held.start == msg.start and held.end == msg.start + timedelta(minutes=kind.blocked_minutes):
+                    return dict(await con.fetchrow(sql.EXTEND_HOLD, key, float(self._rules.hold_ttl_seconds),
+                                                   float(self._rules.hold_max_age_seconds)))
+            if own:
+                raise slot_unavailable("You already hold an overlapping slot; release it first",
+                                       reservation_ids=[str(k) for k in own])
+            # Per patient across all dentists and processes: serialize on the patient.
+            await con.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", str(msg.patient_id))
+            count = await con.fetchval("SELECT count(*) FROM public.slot_reservations "
+                                       "WHERE patient_id = $1 AND expires_at > now()", msg.patient_id)
+            if count >= self._rules.max_holds_per_patient:
+                raise errors.conflict(f"A patient may hold at most {self._rules.max_holds_per_patient} slots at once",
+                                      limit=self._rules.max_holds_per_patient)
+            row = await con.fetchrow(sql.INSERT_HOLD, self.dentist_id, msg.patient_id, msg.start,
+                                     kind.blocked_minutes, kind.name, float(self._rules.hold_ttl_seconds),
+                                     msg.created_by)
+            return dict(row)
+
+        return await self._idempotent(msg.idempotency, lambda: self._write_remembered(work, msg.idempotency))
+
+    async def _write_remembered(self, work: Callable[[asyncpg.Connection], Awaitable[dict[str, Any]]],
+                                key: Idempotency | None) -> dict[str, Any]:
+        async def remembered(con: asyncpg.Connection) -> dict[str, Any]:
+            result = await work(con)
+            await self._remember(con, key, result)
+            return result
+
+        return await self._write(remembered)
+
+    def _owned_hold(self, hold_id: uuid.UUID, patient: uuid.UUID | None) -> _Held:
+        held = self._holds.get(hold_id)
+        if held is None:
+            raise errors.not_found("reservation", hold_id)
+        if patient is not None and held.patient_id != patient:
+            raise errors.forbidden("That reservation belongs to another patient")
+        return held
+
+    async def _extend(self, con: asyncpg.Connection, msg: ExtendHold) -> dict[str, Any]:
+        held = self._owned_hold(msg.hold_id, msg.patient_id)
+        if held.expires_at <= datetime.now(UTC):
+            raise errors.not_found("reservation", msg.hold_id)
+        row = await con.fetchrow(sql.EXTEND_HOLD, msg.hold_id, float(self._rules.hold_ttl_seconds),
+                                 float(self._rules.hold_max_age_seconds))
+        if row is None:
+            raise errors.not_found("reservation", msg.hold_id)
+        if row["expires_at"] <= held.expires_at:
+            raise errors.conflict("The reservation has reached its maximum age; book it or let it go",
+                                  max_age_seconds=self._rules.hold_max_age_seconds)
+        return dict(row)
+
+    async def _release(self, con: asyncpg.Connection, msg: ReleaseHold) -> None:
+        self._owned_hold(msg.hold_id, msg.patient_id)
+        await con.execute(sql.DELETE_HOLD, msg.hold_id)
+
+    async def _notify(self, con: asyncpg.Connection, patient: uuid.UUID, by: uuid.UUID | None, kind: str,
+                      appointment: dict[str, Any]) -> None:
+        """Tell the patient about a change someone else made to their appointment."""
+        if by == patient:
+            return
+        when = appointment["appointment_date"].isoformat()
+        await con.execute(sql.NOTIFY_PATIENT, patient, f"appointment_{kind}", _NOTICES[kind],
+                          f"{appointment['appointment_type']} on {when}",
+                          {"appointment_id": str(appointment["id"]), "dentist_id": str(self.dentist_id),
+                           "appointment_date": when, "status": appointment["status"]})
+
+    async def _book(self, msg: Book) -> dict[str, Any]:
+        kind = self._catalog.get(msg.appointment_type)
+
+        async def work(con: asyncpg.Connection) -> dict[str, Any]:
+            own = self._check_slot(msg.start, kind.duration_minutes, kind.blocked_minutes, msg.patient_id)
+            if msg.reservation_id is not None and msg.reservation_id not in own:
+                self._owned_hold(msg.reservation_id, msg.patient_id)  # NOT_FOUND / FORBIDDEN first
+                raise errors.invalid("The reservation is for another time", field="reservation_id")
+            for key in own:
+                await con.execute(sql.DELETE_HOLD, key)
+            try:
+                row = dict(await con.fetchrow(sql.INSERT_APPOINTMENT, msg.patient_id, self.dentist_id, msg.start,
+                                              kind.duration_minutes, kind.buffer_minutes, kind.name, msg.notes,
+                                              msg.patient_notes, msg.medical_history, msg.created_by))
+            except asyncpg.ExclusionViolationError:  # memory was wrong; the database was not
+                raise slot_unavailable("That time is already booked", slot_time=msg.start.isoformat()) from None
+            await self._notify(con, msg.patient_id, msg.created_by, "booked", row)
+            return row
+
+        return await self._write_remembered(work, msg.idempotency)
+
+    async def _change(self, con: asyncpg.Connection, msg: ChangeAppointment) -> dict[str, Any]:
+        row = await con.fetchrow(sql.APPOINTMENT_FOR_UPDATE, msg.appointment_id)
+        if row is None or row["dentist_id"] != self.dentist_id:
+            raise errors.not_found("appointment", msg.appointment_id)
+        current = dict(row)
+        sets: dict[str, Any] = {}
+        kinds: list[str] = []
+        status = msg.status
+        # Repeating the current status is a no-op, except cancelling twice, which the caller should hear about.
+        if status is not None and (status != current["status"] or status == "cancelled"):
+            if not msg.staff and status != "cancelled":
+                raise errors.forbidden("Patients may only cancel or reschedule their appointments")
+            if (current["status"], status) not in TRANSITIONS:
+                raise errors.conflict(f"Cannot change status from {current['status']} to {status}",
+                                      allowed=sorted(t for f, t in TRANSITIONS if f == current["status"]))
+            if status == "cancelled":
+                window = timedelta(hours=self._rules.cancellation_window_hours)
+                if not msg.staff and current["appointment_date"] - datetime.now(UTC) < window:
+                    raise HubError(ErrorCode.CANCELLATION_WINDOW_EXPIRED,
+                                   f"Appointments can only be cancelled more than "
+                                   f"{self._rules.cancellation_window_hours} hours ahead; please call the clinic",
+                                   {"cancellation_window_hours": self._rules.cancellation_window_hours})
+                sets.update(cancelled_at=datetime.now(UTC), cancelled_by=msg.by, cancellation_reason=msg.reason)
+            sets["status"] = status
+            kinds.append(status if status in _NOTICES else "")
+        elif status is None and current["status"] in ("cancelled", "completed", "no_show") and (
+                msg.start is not None or msg.appointment_type is not None):
+            raise errors.conflict(f"A {current['status']} appointment cannot be changed")
+        if msg.start is not None or msg.appointment_type is not None:
+            kind = self._catalog.get(msg.appointment_type or current["appointment_type"])
+            start = msg.start or current["appointment_date"]
+            if (start, kind.duration_minutes, kind.buffer_minutes) != (
+                    current["appointment_date"], current["duration_minutes"], current["buffer_minutes"]):
+                own = self._check_slot(start, kind.duration_minutes, kind.blocked_minutes, current["patient_id"],
+                                       ignore=msg.appointment_id)
+                for key in own:
+                    await con.execute(sql.DELETE_HOLD, key)
+                kinds.append("rescheduled")
+            sets.update(appointment_date=start, appointment_type=kind.name,
+                        duration_minutes=kind.duration_minutes, buffer_minutes=kind.buffer_minutes)
+        if msg.notes_set:
+            sets["notes"] = msg.notes
+        if not sets:
+            return current
+        assignments = ", ".join(f"{col} = ${i}" for i, col in enumerate(sets, start=2))
+        try:
+            updated = dict(await con.fetchrow(
+                f"UPDATE public.appointments SET {assignments} WHERE id = $1 RETURNING {sql.APPOINTMENT_COLUMNS}",
+                msg.appointment_id, *sets.values()))
+        except asyncpg.ExclusionViolationError:
+            raise slot_unavailable("That time is already booked") from None
+        for kind_name in kinds:
+            if kind_name:
+                await self._notify(con, current["patient_id"], msg.by, kind_name, updated)
+        return updated
+
+    async def _set(self, con: asyncpg.Connection, msg: SetSchedule) -> dict[str, Any]:
+        try:
+            schedule = Schedule.from_json(msg.available_times, timezone=msg.timezone, slot_minutes=msg.slot_minutes,
+                                          overrides=msg.overrides, closures=self._closures)
+        except ScheduleError as exc:
+            raise errors.invalid(str(exc), field=exc.field) from None
+        now = datetime.now(UTC)
+        outside = [{"id": str(key), "appointment_date": start.isoformat(), "duration_minutes": minutes}
+                   for key, (start, minutes) in sorted(self._appts.items(), key=lambda kv: kv[1][0])
+                   if start >= now and not _within_hours(schedule, start, minutes)]
+        if outside and not msg.force:
+            raise errors.conflict("The new hours would leave booked appointments outside working hours; "
+                                  "pass force=true to keep them anyway", appointments=outside)
+        await con.execute(sql.SET_SCHEDULE, self.dentist_id, msg.available_times, msg.overrides, msg.timezone,
+                          msg.slot_minutes)
+        return {"conflicts": outside}
+
+    async def _expire(self) -> int:
+        now = datetime.now(UTC)
+        if not any(h.expires_at <= now for h in self._holds.values()):
+            self._arm_timer()
+            return 0
+        return len(await self._write(lambda con: con.fetch("SELECT id FROM public.expire_holds($1)",
+                                                             self.dentist_id)))
+
+    def _arm_timer(self) -> None:
+        """Wake at the earliest hold expiry, so holds free within a second of it."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if not self._holds:
+            return
+        due = min(h.expires_at for h in self._holds.values())
+        delay = max(0.0, (due - datetime.now(UTC)).total_seconds()) + 0.05
+        self._timer = asyncio.get_running_loop().call_later(delay, self._wake)
+
+    def _wake(self) -> None:
+        self._timer = None
+        if self.alive and self.stop_reason is None:
+            try:
+                self.tell(ExpireHolds())
+            except HubError:  # a full mailbox: try again shortly
+                self._timer = asyncio.get_running_loop().call_later(0.2, self._wake)
+
+
+def _within_hours(schedule: Schedule, start: datetime, minutes: int) -> bool:
+    """Inside one working interval (of its local day, or one crossing midnight)."""
+    end = start + timedelta(minutes=minutes)
+    day = start.astimezone(ZoneInfo(schedule.timezone)).date()
+    return any(ws <= start and end <= we for d in (day - timedelta(days=1), day)
+               for ws, we in schedule.working_intervals(d))

@@ -1,0 +1,276 @@
+"""Working hours to bookable slots: pure logic, no I/O.
+
+Hours are local wall-clock ranges in the dentist's IANA time zone; slots are
+UTC instants. Converting each day's ranges through zoneinfo keeps "09:00"
+meaning 09:00 local on both sides of a daylight-saving change.
+"""
+
+from __future__ import annotations
+
+import bisect
+import dataclasses
+import re
+from datetime import date, datetime, time, timedelta, timezone
+from types import MappingProxyType
+from typing import Any, Iterable, Iterator, Mapping
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+UTC = timezone.utc
+WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+Ranges = tuple[tuple[int, int], ...]
+_RANGE = re.compile(r"^\s*(\d{2}):(\d{2})\s*-\s*(\d{2}):(\d{2})\s*$")
+
+
+class ScheduleError(ValueError):
+    """Invalid schedule input or an unbookable time; `field` names the input."""
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+def _minute(hh: str, mm: str, field: str, text: str) -> int:
+    hours, minutes = int(hh), int(mm)
+    if minutes > 59 or hours > 24 or (hours == 24 and minutes != 0):
+        raise ScheduleError(f"{field}: {text!r} is not a time of day (HH:MM, 00:00 to 24:00)", field)
+    return hours * 60 + minutes
+
+
+def parse_ranges(text: str, field: str = "hours") -> Ranges:
+    """"08:00-12:00,13:00-17:00" -> ((480, 720), (780, 1020)); "" is closed."""
+    if not isinstance(text, str):
+        raise ScheduleError(f"{field} must be a string like \"09:00-17:00\"", field)
+    if not text.strip():
+        return ()
+    ranges = []
+    for part in text.split(","):
+        match = _RANGE.match(part)
+        if match is None:
+            raise ScheduleError(f"{field}: {part.strip()!r} is not a range like \"09:00-17:00\"", field)
+        start = _minute(match.group(1), match.group(2), field, part.strip())
+        end = _minute(match.group(3), match.group(4), field, part.strip())
+        if start >= end:
+            raise ScheduleError(f"{field}: {part.strip()!r} ends before it starts", field)
+        if start == 1440:
+            raise ScheduleError(f"{field}: a range cannot start at 24:00", field)
+        if ranges and start < ranges[-1][1]:
+            raise ScheduleError(f"{field}: ranges must be in order and must not overlap", field)
+        ranges.append((start, end))
+    return tuple(ranges)
+
+
+def format_ranges(ranges: Iterable[tuple[int, int]]) -> str:
+    return ",".join(f"{s // 60:02d}:{s % 60:02d}-{e // 60:02d}:{e % 60:02d}" for s, e in ranges)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Slot:
+    start: datetime
+    end: datetime
+    available: bool
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Schedule:
+    timezone: str
+    weekly: tuple[Ranges, ...]
+    slot_minutes: int = 30
+    overrides: Mapping[date, Ranges] = dataclasses.field(default_factory=lambda: MappingProxyType({}))
+    closures: frozenset[date] = frozenset()
+    min_notice_minutes: int = 120
+    horizon_days: int = 90
+
+    def __post_init__(self) -> None:
+        try:
+            ZoneInfo(self.timezone)
+        except (ZoneInfoNotFoundError, ValueError, TypeError):
+            raise ScheduleError(f"unknown time zone {self.timezone!r} (use an IANA name like Europe/London)",
+                                "timezone") from None
+        if len(self.weekly) != 7:
+            raise ScheduleError("weekly hours need seven days", "available_times")
+        if not 5 <= self.slot_minutes <= 240:
+            raise ScheduleError("slot_minutes must be between 5 and 240", "slot_minutes")
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)  # zoneinfo caches instances
+
+    @classmethod
+    def from_json(cls, available_times: Mapping[str, str], *, timezone: str, slot_minutes: int = 30,
+                  overrides: Mapping[str, str] | None = None, closures: Iterable[date | str] = (),
+                  min_notice_minutes: int = 120, horizon_days: int = 90) -> Schedule:
+        """The seed's weekday object (a missing day is closed), plus overrides by local date."""
+        if not isinstance(available_times, Mapping):
+            raise ScheduleError("available_times must be an object of weekday keys", "available_times")
+        unknown = sorted(set(available_times) - set(WEEKDAYS))
+        if unknown:
+            raise ScheduleError(f"unknown weekday {unknown[0]!r} (use {', '.join(WEEKDAYS)})", unknown[0])
+        weekly = tuple(parse_ranges(available_times.get(day) or "", day) for day in WEEKDAYS)
+        parsed: dict[date, Ranges] = {}
+        for key, hours in (overrides or {}).items():
+            field = f"overrides.{key}"
+            try:
+                day = date.fromisoformat(key)
+            except (TypeError, ValueError):
+                raise ScheduleError(f"{field}: override keys are dates like 2026-12-24", field) from None
+            parsed[day] = parse_ranges(hours or "", field)
+        days = frozenset(d if isinstance(d, date) else date.fromisoformat(d) for d in closures)
+        return cls(timezone, weekly, slot_minutes, MappingProxyType(parsed), days, min_notice_minutes, horizon_days)
+
+    def to_json(self) -> dict[str, str]:
+        return {day: format_ranges(r) for day, r in zip(WEEKDAYS, self.weekly) if r}
+
+    def overrides_json(self) -> dict[str, str]:
+        return {d.isoformat(): format_ranges(r) for d, r in sorted(self.overrides.items())}
+
+    def _ranges(self, day: date) -> Ranges:
+        if day in self.closures:
+            return ()
+        found = self.overrides.get(day)
+        return found if found is not None else self.weekly[day.weekday()]
+
+    def _instant(self, day: date, minute: int) -> datetime:
+        """Local wall time to UTC; a time in a spring-forward gap moves to the
+        end of the gap, an ambiguous fall-back time takes its first occurrence."""
+        if minute >= 1440:
+            day, minute = day + timedelta(days=1), minute - 1440
+        wall = datetime.combine(day, time(minute // 60, minute % 60))
+        instant = wall.replace(tzinfo=self.zone).astimezone(UTC)
+        if instant.astimezone(self.zone).replace(tzinfo=None) != wall:
+            instant = _gap_end(self.zone, wall)
+        return instant
+
+    def working_intervals(self, day: date) -> list[tuple[datetime, datetime]]:
+        """UTC intervals worked on local date `day` (closures, then overrides, then weekly hours)."""
+        return [(self._instant(day, s), self._instant(day, e)) for s, e in self._ranges(day)]
+
+    def slot_starts(self, day: date) -> list[datetime]:
+        step = timedelta(minutes=self.slot_minutes)
+        starts = []
+        for begin, end in self.working_intervals(day):
+            at = begin
+            while at + step <= end:
+                starts.append(at)
+                at += step
+        return starts
+
+    def _local_day(self, instant: datetime) -> date:
+        return instant.astimezone(self.zone).date()
+
+    def is_on_grid(self, start: datetime) -> bool:
+        day = self._local_day(start)
+        return any(start == s for d in (day, day - timedelta(days=1)) for s in self.slot_starts(d))
+
+    def _reason(self, start: datetime, duration_minutes: int, now: datetime) -> str | None:
+        if start.tzinfo is None:
+            return "slot_time must include a time zone"
+        if start < now:
+            return "slot is in the past"
+        if start < now + timedelta(minutes=self.min_notice_minutes):
+            return f"slot is inside the minimum notice of {self.min_notice_minutes} minutes"
+        if start > now + timedelta(days=self.horizon_days):
+            return f"slot is past the booking horizon of {self.horizon_days} days"
+        day = self._local_day(start)
+        around = [(b, e) for d in (day - timedelta(days=1), day) for b, e in self.working_intervals(d) if b <= start < e]
+        if not around:
+            return "slot is outside working hours"
+        if not self.is_on_grid(start):
+            return "slot is not on the dentist's slot grid"
+        if start + timedelta(minutes=duration_minutes) > around[0][1]:
+            return "slot is outside working hours (the appointment would run past the end of the working period)"
+        return None
+
+    def check_bookable(self, start: datetime, duration_minutes: int, now: datetime) -> None:
+        """Raise ScheduleError(field="slot_time") saying why `start` cannot be booked."""
+        reason = self._reason(start, duration_minutes, now)
+        if reason is not None:
+            raise ScheduleError(reason, "slot_time")
+
+    def slots(self, day_from: date, day_to: date, *, now: datetime, busy: Any,
+              duration_minutes: int | None = None, buffer_minutes: int = 0) -> list[Slot]:
+        """Every grid slot of the local dates day_from..day_to; `busy` has overlaps(start, end)."""
+        length = timedelta(minutes=duration_minutes or self.slot_minutes)
+        blocked = length + timedelta(minutes=buffer_minutes)
+        out = []
+        day = day_from
+        while day <= day_to:
+            intervals = self.working_intervals(day)
+            step = timedelta(minutes=self.slot_minutes)
+            earliest = now + timedelta(minutes=self.min_notice_minutes)
+            latest = now + timedelta(days=self.horizon_days)
+            for begin, end in intervals:
+                at = begin
+                while at + step <= end:
+                    ok = (earliest <= at <= latest and at + length <= end and not busy.overlaps(at, at + blocked))
+                    out.append(Slot(at, at + length, ok))
+                    at += step
+            day += timedelta(days=1)
+        return out
+
+
+def _gap_end(zone: ZoneInfo, wall: datetime) -> datetime:
+    """The first instant whose local time is at or past `wall`, a time that a
+    daylight-saving gap swallows: the instant the gap ends."""
+    at = wall.replace(tzinfo=zone).astimezone(UTC) - timedelta(hours=3)  # gaps are shorter than this
+    while at.astimezone(zone).replace(tzinfo=None) < wall:  # rare: only for hours set inside a gap
+        at += timedelta(minutes=1)
+    return at
+
+
+class IntervalSet:
+    """Half-open UTC intervals [start, end) by key, with O(log n + k) overlap queries.
+
+    Starts are kept sorted; a query bisects from `start - longest` so long
+    intervals that began earlier are still found.
+    """
+
+    def __init__(self) -> None:
+        self._starts: list[tuple[datetime, Any]] = []
+        self._by_key: dict[Any, tuple[datetime, datetime]] = {}
+        self._longest = timedelta(0)
+
+    def __len__(self) -> int:
+        return len(self._by_key)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._by_key
+
+    def __iter__(self) -> Iterator[tuple[Any, datetime, datetime]]:
+        for start, key in self._starts:
+            yield key, start, self._by_key[key][1]
+
+    def get(self, key: Any) -> tuple[datetime, datetime] | None:
+        return self._by_key.get(key)
+
+    def add(self, key: Any, start: datetime, end: datetime) -> None:
+        self.remove(key)
+        self._by_key[key] = (start, end)
+        bisect.insort(self._starts, (start, key), key=lambda item: item[0])
+        self._longest = max(self._longest, end - start)
+
+    def remove(self, key: Any) -> tuple[datetime, datetime] | None:
+        found = self._by_key.pop(key, None)
+        if found is not None:
+            i = bisect.bisect_left(self._starts, found[0], key=lambda item: item[0])
+            while self._starts[i][1] != key:
+                i += 1
+            del self._starts[i]
+        return found
+
+    def overlapping(self, start: datetime, end: datetime) -> list[Any]:
+        i = bisect.bisect_left(self._starts, start - self._longest, key=lambda item: item[0])
+        keys = []
+        while i < len(self._starts) and self._starts[i][0] < end:
+            key = self._starts[i][1]
+            if self._by_key[key][1] > start:
+                keys.append(key)
+            i += 1
+        return keys
+
+    def overlaps(self, start: datetime, end: datetime) -> bool:
+        i = bisect.bisect_left(self._starts, start - self._longest, key=lambda item: item[0])
+        while i < len(self._starts) and self._starts[i][0] < end:
+            if self._by_key[self._starts[i][1]][1] > start:
+                return True
+            i += 1
+        return False

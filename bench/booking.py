@@ -1,0 +1,246 @@
+"""Booking throughput and latency of one hub process, against raw INSERTs.
+
+    .venv/bin/python bench/booking.py [--bookings 6000] [--clients 32] [--dentists 200]
+
+Creates a scratch database (on DATABASE_URL's server, or the embedded one),
+starts `hub serve` as a separate process, and from this process:
+  1. books across --dentists dentists from --clients concurrent HTTP clients,
+     as fast as they go: bookings/s and latency percentiles;
+  2. the same number of raw asyncpg INSERTs into `appointments` (same table,
+     same exclusion constraint and triggers) from --clients connections;
+  3. an open-loop run at --rate bookings/s for --seconds: latency percentiles;
+  4. slot queries for a dentist with 1,000 future appointments: latency percentiles.
+Prints one line per figure; docs/BENCHMARKS.md records them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import aiohttp
+import asyncpg
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from hub import db, migrate  # noqa: E402
+from hub.auth import issue_token  # noqa: E402
+from tests.conftest import free_port, with_database  # noqa: E402
+
+SECRET = "bench-secret-" + "z" * 40
+ALL_DAY = {d: "00:00-24:00" for d in ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")}
+
+
+def pct(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
+
+
+def report(name: str, latencies: list[float]) -> str:
+    ms = [v * 1000 for v in latencies]
+    return (f"{name}: n={len(ms)} p50={pct(ms, 50):.2f}ms p95={pct(ms, 95):.2f}ms p99={pct(ms, 99):.2f}ms "
+            f"max={max(ms):.2f}ms mean={statistics.fmean(ms):.2f}ms")
+
+
+class Slots:
+    """Distinct grid slots per dentist, handed out in order, so no booking collides."""
+
+    def __init__(self, dentists: list[uuid.UUID], start: datetime) -> None:
+        self.dentists = dentists
+        self.start = start
+        self.n = 0
+
+    def next(self) -> tuple[uuid.UUID, datetime]:
+        i = self.n
+        self.n += 1
+        dentist = self.dentists[i % len(self.dentists)]
+        return dentist, self.start + timedelta(minutes=30 * (i // len(self.dentists)))
+
+
+async def setup(server_dsn: str, dentists: int, patients: int) -> tuple[str, list[uuid.UUID], list[uuid.UUID]]:
+    name = f"hub_bench_{uuid.uuid4().hex[:8]}"
+    admin = await asyncpg.connect(server_dsn)
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    await admin.close()
+    dsn = with_database(server_dsn, name)
+    con = await db.connect(dsn)
+    await migrate.migrate(con, migrate.load(ROOT / "sql"))
+    dentist_ids = [r["id"] for r in await con.fetch(
+        "INSERT INTO dentists (name, timezone, available_times, min_notice_minutes, horizon_days) "
+        "SELECT 'Dr ' || g, 'UTC', $1, 0, 730 FROM generate_series(1, $2) g RETURNING id", ALL_DAY, dentists)]
+    patient_ids = [r["id"] for r in await con.fetch(
+        "INSERT INTO auth.users (email) SELECT 'p' || g || '@bench' FROM generate_series(1, $1) g RETURNING id",
+        patients)]
+    await con.close()
+    return dsn, dentist_ids, patient_ids
+
+
+async def drop(server_dsn: str, dsn: str) -> None:
+    admin = await asyncpg.connect(server_dsn)
+    await admin.execute(f'DROP DATABASE IF EXISTS "{dsn.rsplit("/", 1)[1].split("?")[0]}" WITH (FORCE)')
+    await admin.close()
+
+
+async def start_hub(dsn: str, tmp: str) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "hub", "serve", "--host", "127.0.0.1", "--port", str(port)],
+                            env={**os.environ, "DATABASE_URL": dsn, "JWT_SECRET": SECRET, "HUB_ENV": "test",
+                                 "LOG_LEVEL": "WARNING", "HUB_VAR_DIR": tmp, "DB_POOL_MAX": "20"},
+                            cwd=ROOT)
+    url = f"http://127.0.0.1:{port}"
+    async with aiohttp.ClientSession() as session:
+        for _ in range(300):
+            try:
+                async with session.get(url + "/health") as resp:
+                    if resp.status == 200:
+                        return proc, url
+            except aiohttp.ClientError:
+                pass
+            await asyncio.sleep(0.1)
+    raise SystemExit("hub did not start")
+
+
+async def book(session: aiohttp.ClientSession, url: str, token: str, dentist: uuid.UUID, when: datetime) -> float:
+    began = time.perf_counter()
+    async with session.post(url + "/api/appointments", headers={"Authorization": f"Bearer {token}"}, json={
+            "dentist_id": str(dentist), "appointment_date": when.isoformat(), "appointment_type": "checkup"}) as resp:
+        await resp.read()
+        if resp.status != 201:
+            raise SystemExit(f"booking failed: {resp.status} {await resp.text()}")
+    return time.perf_counter() - began
+
+
+async def closed_loop(url: str, tokens: list[str], slots: Slots, total: int, clients: int) -> tuple[float, list[float]]:
+    latencies: list[float] = []
+    remaining = total
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=clients)) as session:
+        async def client(i: int) -> None:
+            nonlocal remaining
+            while remaining > 0:
+                remaining -= 1
+                dentist, when = slots.next()
+                latencies.append(await book(session, url, tokens[i % len(tokens)], dentist, when))
+
+        began = time.perf_counter()
+        await asyncio.gather(*(client(i) for i in range(clients)))
+        return time.perf_counter() - began, latencies
+
+
+async def open_loop(url: str, tokens: list[str], slots: Slots, rate: int, seconds: float) -> tuple[float, list[float]]:
+    latencies: list[float] = []
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=256)) as session:
+        tasks = []
+        began = time.perf_counter()
+        for i in range(int(rate * seconds)):
+            delay = began + i / rate - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            dentist, when = slots.next()
+            tasks.append(asyncio.create_task(book(session, url, tokens[i % len(tokens)], dentist, when)))
+        latencies = await asyncio.gather(*tasks)
+        return time.perf_counter() - began, list(latencies)
+
+
+async def raw_inserts(dsn: str, patients: list[uuid.UUID], slots: Slots, total: int, clients: int) -> float:
+    pool = await asyncpg.create_pool(dsn, min_size=clients, max_size=clients)
+    remaining = total
+
+    async def client(i: int) -> None:
+        nonlocal remaining
+        async with pool.acquire() as con:
+            while remaining > 0:
+                remaining -= 1
+                dentist, when = slots.next()
+                await con.execute(
+                    "INSERT INTO appointments (patient_id, dentist_id, appointment_date, appointment_type) "
+                    "VALUES ($1, $2, $3, 'checkup')", patients[i % len(patients)], dentist, when)
+
+    began = time.perf_counter()
+    await asyncio.gather(*(client(i) for i in range(clients)))
+    elapsed = time.perf_counter() - began
+    await pool.close()
+    return total / elapsed
+
+
+async def slot_queries(url: str, dsn: str, token: str, queries: int) -> list[float]:
+    con = await db.connect(dsn)
+    dentist = await con.fetchval("INSERT INTO dentists (name, timezone, available_times, min_notice_minutes, "
+                                 "horizon_days) VALUES ('Dr Busy', 'UTC', $1, 0, 730) RETURNING id", ALL_DAY)
+    patient = await con.fetchval("INSERT INTO auth.users (email) VALUES ('busy@bench') RETURNING id")
+    first = datetime.now(timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0) + timedelta(days=1)
+    await con.execute(
+        "INSERT INTO appointments (patient_id, dentist_id, appointment_date, appointment_type) "
+        "SELECT $1, $2, $3 + g * interval '1 hour', 'checkup' FROM generate_series(0, 999) g", patient, dentist, first)
+    await con.close()
+    latencies = []
+    async with aiohttp.ClientSession() as session:
+        for i in range(queries):
+            day = (first + timedelta(days=i % 40)).date().isoformat()
+            began = time.perf_counter()
+            async with session.get(f"{url}/api/availability/{dentist}/slots?date={day}",
+                                   headers={"Authorization": f"Bearer {token}"}) as resp:
+                body = await resp.read()
+                assert resp.status == 200, body
+            latencies.append(time.perf_counter() - began)
+    return latencies[50:]  # the first few warm the actor up
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--bookings", type=int, default=6000)
+    parser.add_argument("--clients", type=int, default=32)
+    parser.add_argument("--dentists", type=int, default=200)
+    parser.add_argument("--rate", type=int, default=1000)
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--queries", type=int, default=2000)
+    args = parser.parse_args()
+
+    server = os.environ.get("DATABASE_URL")
+    if not server:
+        from hub import embedded
+
+        server = embedded.start(ROOT / "var" / "bench-pgdata")
+    dsn, dentists, patients = await setup(server, args.dentists, 400)
+    tokens = [issue_token(SECRET, p, ttl=3600) for p in patients]
+    tmp = tempfile.mkdtemp()
+    proc, url = await start_hub(dsn, tmp)
+    try:
+        start = datetime.now(timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0) + timedelta(days=2)
+        print(f"machine: {os.cpu_count()} cores; hub: 1 process; load: this process; server: "
+              f"{'DATABASE_URL' if os.environ.get('DATABASE_URL') else 'embedded'}", flush=True)
+        # Warm-up: activate every dentist's actor and the connection pool.
+        await closed_loop(url, tokens, Slots(dentists, start), args.dentists, args.clients)
+        elapsed, lat = await closed_loop(url, tokens, Slots(dentists, start + timedelta(days=1)), args.bookings,
+                                         args.clients)
+        hub_rate = args.bookings / elapsed
+        print(f"hub bookings: {hub_rate:.0f}/s over {args.bookings} bookings, {args.clients} clients, "
+              f"{args.dentists} dentists", flush=True)
+        print(report("hub booking latency (closed loop)", lat), flush=True)
+        raw_rate = await raw_inserts(dsn, patients, Slots(dentists, start + timedelta(days=20)), args.bookings,
+                                     args.clients)
+        print(f"raw asyncpg INSERTs: {raw_rate:.0f}/s ({args.clients} connections, same table and constraint)")
+        print(f"ratio hub/raw: {hub_rate / raw_rate:.2f} (target >= 0.30)", flush=True)
+        elapsed, lat = await open_loop(url, tokens, Slots(dentists, start + timedelta(days=40)), args.rate,
+                                       args.seconds)
+        print(f"open loop at {args.rate}/s for {args.seconds:.0f}s (achieved {len(lat) / elapsed:.0f}/s)")
+        print(report(f"hub booking latency at {args.rate}/s", lat) + " (target p99 < 25ms)", flush=True)
+        lat = await slot_queries(url, dsn, tokens[0], args.queries)
+        print(report("slot query latency, dentist with 1,000 future appointments", lat) + " (target p99 < 2ms)")
+    finally:
+        proc.terminate()
+        proc.wait(15)
+        await drop(server, dsn)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

@@ -1,0 +1,311 @@
+"""The booking service: the seed's DTOs and the rules around the dentist actors.
+
+REST controllers and socket commands both call these functions, so a command
+has the same validation, authorization and idempotency wherever it arrives.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import uuid
+from datetime import date, datetime, timedelta, timezone
+from typing import Annotated, Any, Literal
+
+import asyncpg
+import msgspec
+from msgspec import UNSET, UnsetType
+
+from actors import messages as m
+from actors.dentist import DentistActor
+from actors.dentist_sql import APPOINTMENT_COLUMNS
+from actors.directory import Directory
+from actors.schedule import WEEKDAYS
+from hub import errors
+from hub.auth import Principal, acting_patient, require_user
+from hub.catalog import Catalog
+from hub.config import Settings
+
+AwareDatetime = Annotated[datetime, msgspec.Meta(tz=True)]
+Note = Annotated[str, msgspec.Meta(max_length=2000)]
+LongText = Annotated[str, msgspec.Meta(max_length=20000)]
+TypeName = Annotated[str, msgspec.Meta(min_length=1, max_length=40)]
+Status = Literal["pending", "confirmed", "completed", "cancelled", "no_show"]
+MAX_SLOT_DAYS = 31
+
+
+class CreateAppointmentDTO(msgspec.Struct, forbid_unknown_fields=True):
+    dentist_id: uuid.UUID
+    appointment_date: AwareDatetime
+    appointment_type: TypeName
+    notes: Note | None = None
+    patient_notes: Note | None = None
+    medical_history: LongText | None = None
+    reservation_id: uuid.UUID | None = None
+    patient_id: uuid.UUID | None = None  # service role and admins book on a patient's behalf
+
+
+class UpdateAppointmentDTO(msgspec.Struct, forbid_unknown_fields=True):
+    appointment_date: AwareDatetime | None = None
+    appointment_type: TypeName | None = None
+    status: Status | None = None
+    notes: Note | None | UnsetType = UNSET
+    cancellation_reason: Note | None = None
+
+
+class CancelDTO(msgspec.Struct, forbid_unknown_fields=True):
+    reason: Note | None = None
+
+
+class ReserveDTO(msgspec.Struct, forbid_unknown_fields=True):
+    slot_time: AwareDatetime
+    appointment_type: TypeName | None = None
+    patient_id: uuid.UUID | None = None
+
+
+class AvailabilityDTO(msgspec.Struct, forbid_unknown_fields=True):
+    """The seed's AvailabilitySchedule (weekday keys; a missing day is closed),
+    plus optional timezone, slot length and date overrides."""
+    monday: str | None = None
+    tuesday: str | None = None
+    wednesday: str | None = None
+    thursday: str | None = None
+    friday: str | None = None
+    saturday: str | None = None
+    sunday: str | None = None
+    timezone: str | None = None
+    slot_minutes: Annotated[int, msgspec.Meta(ge=5, le=240)] | None = None
+    overrides: Annotated[dict[str, str], msgspec.Meta(max_length=400)] | None = None
+
+
+class SlotsQuery(msgspec.Struct, forbid_unknown_fields=True):
+    date: date | None = None
+    from_: date | None = msgspec.field(default=None, name="from")
+    to: date | None = None
+    appointment_type: TypeName | None = None
+
+
+class AppointmentFilters(msgspec.Struct, forbid_unknown_fields=True):
+    status: list[Status] | None = None
+    date_from: str | None = None   # YYYY-MM-DD (from its start, UTC) or an ISO datetime with offset
+    date_to: str | None = None     # YYYY-MM-DD (to its end, UTC) or an ISO datetime with offset
+    dentist_id: uuid.UUID | None = None
+    patient_id: uuid.UUID | None = None
+    limit: Annotated[int, msgspec.Meta(ge=1, le=100)] = 20
+    offset: Annotated[int, msgspec.Meta(ge=0)] = 0
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Booking:
+    pool: asyncpg.Pool
+    directory: Directory[DentistActor]
+    catalog: Catalog
+    settings: Settings
+
+    # ---- helpers -------------------------------------------------------
+
+    async def dentist_user(self, dentist_id: uuid.UUID) -> uuid.UUID | None:
+        """The dentist's login; NOT_FOUND for an unknown dentist."""
+        row = await self.pool.fetchrow("SELECT user_id FROM public.dentists WHERE id = $1", dentist_id)
+        if row is None:
+            raise errors.not_found("dentist", dentist_id)
+        return row["user_id"]
+
+    async def is_staff_for(self, who: Principal, dentist_id: uuid.UUID) -> bool:
+        """Admins, and the dentist themselves, manage a dentist's schedule and appointments."""
+        if who.is_admin:
+            return True
+        user = await self.dentist_user(dentist_id)
+        return who.has_role("dentist") and user is not None and user == who.user_id
+
+    async def appointment(self, who: Principal, appointment_id: uuid.UUID) -> tuple[dict[str, Any], bool]:
+        """The appointment with its documents, if the caller may see it; and
+        whether the caller is staff for it. NOT_FOUND hides others' records."""
+        row = await self.pool.fetchrow(
+            f"SELECT {_prefixed('a')}, d.user_id AS dentist_user_id, "
+            "coalesce((SELECT jsonb_agg(to_jsonb(doc) ORDER BY doc.created_at) FROM public.appointment_documents doc "
+            "WHERE doc.appointment_id = a.id), '[]') AS documents "
+            "FROM public.appointments a JOIN public.dentists d ON d.id = a.dentist_id WHERE a.id = $1", appointment_id)
+        if row is None:
+            raise errors.not_found("appointment", appointment_id)
+        appt = dict(row)
+        dentist_user = appt.pop("dentist_user_id")
+        staff = who.is_admin or (who.has_role("dentist") and who.user_id is not None and dentist_user == who.user_id)
+        if not (staff or who.is_service or appt["patient_id"] == who.user_id):
+            raise errors.not_found("appointment", appointment_id)
+        return appt, staff
+
+    def idempotency(self, who: Principal, key: str | None, payload: bytes) -> m.Idempotency | None:
+        if key is None:
+            return None
+        if not 1 <= len(key) <= 200:
+            raise errors.invalid("Idempotency-Key must be 1 to 200 characters", field="Idempotency-Key")
+        user_key = str(who.user_id) if who.user_id and not who.is_service else f"service:{who.user_id or ''}"
+        return m.Idempotency(user_key=user_key, key=key, request_hash=hashlib.sha256(payload).hexdigest())
+
+    # ---- availability ----------------------------------------------------
+
+    async def get_availability(self, who: Principal, dentist_id: uuid.UUID) -> dict[str, Any]:
+        row = await self.pool.fetchrow(
+            "SELECT available_times, date_overrides, timezone, slot_minutes, min_notice_minutes, horizon_days, version "
+            "FROM public.dentists WHERE id = $1", dentist_id)
+        if row is None:
+            raise errors.not_found("dentist", dentist_id)
+        out: dict[str, Any] = dict(row["available_times"])
+        out.update(timezone=row["timezone"], slot_minutes=row["slot_minutes"], overrides=row["date_overrides"],
+                   min_notice_minutes=row["min_notice_minutes"], horizon_days=row["horizon_days"],
+                   version=row["version"], dentist_id=dentist_id)
+        return out
+
+    async def put_availability(self, who: Principal, dentist_id: uuid.UUID, body: AvailabilityDTO,
+                               force: bool) -> dict[str, Any]:
+        if not await self.is_staff_for(who, dentist_id):
+            raise errors.forbidden("Only an admin or the dentist may change these hours")
+        current = await self.get_availability(who, dentist_id)
+        hours = {day: value for day in WEEKDAYS if (value := getattr(body, day)) is not None and value.strip()}
+        result = await self.directory.ask(str(dentist_id), m.SetSchedule(
+            available_times=hours, overrides=body.overrides if body.overrides is not None else current["overrides"],
+            timezone=body.timezone or current["timezone"], slot_minutes=body.slot_minutes or current["slot_minutes"],
+            force=force))
+        out = await self.get_availability(who, dentist_id)
+        out["conflicts"] = result["conflicts"]
+        return out
+
+    async def slots(self, who: Principal, dentist_id: uuid.UUID, q: SlotsQuery) -> list[dict[str, Any]]:
+        first = q.date or q.from_
+        last = q.date or q.to or first
+        if first is None:
+            raise errors.invalid("Give date=YYYY-MM-DD, or from and to", field="date", location="query")
+        if q.date is not None and (q.from_ or q.to):
+            raise errors.invalid("Give either date, or from and to", field="date", location="query")
+        if last < first or (last - first).days >= MAX_SLOT_DAYS:
+            raise errors.invalid(f"from..to must be a range of 1 to {MAX_SLOT_DAYS} days", field="to",
+                                 location="query")
+        kind = self.catalog.get(q.appointment_type) if q.appointment_type else None
+        return await self.directory.ask(str(dentist_id), m.GetSlots(
+            day_from=first, day_to=last, duration=kind.duration_minutes if kind else None,
+            buffer=kind.buffer_minutes if kind else 0, viewer=None if who.is_service else who.user_id))
+
+    # ---- holds -------------------------------------------------------------
+
+    async def reserve(self, who: Principal, dentist_id: uuid.UUID, body: ReserveDTO,
+                      idem: m.Idempotency | None = None) -> dict[str, Any]:
+        patient = acting_patient(who, body.patient_id)
+        if body.patient_id is not None:
+            await self._known_patient(patient)
+        return await self.directory.ask(str(dentist_id), m.Hold(
+            patient_id=patient, start=body.slot_time, appointment_type=body.appointment_type,
+            created_by=who.user_id, idempotency=idem))
+
+    async def _hold_target(self, who: Principal, hold_id: uuid.UUID) -> tuple[uuid.UUID, uuid.UUID | None]:
+        """The hold's dentist, and the patient the caller must be (None for staff)."""
+        row = await self.pool.fetchrow("SELECT dentist_id, patient_id FROM public.slot_reservations WHERE id = $1",
+                                       hold_id)
+        if row is None:
+            raise errors.not_found("reservation", hold_id)
+        if who.is_service or await self.is_staff_for(who, row["dentist_id"]):
+            return row["dentist_id"], None
+        if row["patient_id"] != require_user(who):
+            raise errors.not_found("reservation", hold_id)
+        return row["dentist_id"], row["patient_id"]
+
+    async def extend(self, who: Principal, hold_id: uuid.UUID) -> dict[str, Any]:
+        dentist_id, patient = await self._hold_target(who, hold_id)
+        return await self.directory.ask(str(dentist_id), m.ExtendHold(hold_id=hold_id, patient_id=patient))
+
+    async def release(self, who: Principal, hold_id: uuid.UUID) -> None:
+        dentist_id, patient = await self._hold_target(who, hold_id)
+        await self.directory.ask(str(dentist_id), m.ReleaseHold(hold_id=hold_id, patient_id=patient))
+
+    # ---- appointments --------------------------------------------------------
+
+    async def _known_patient(self, patient: uuid.UUID) -> None:
+        if not await self.pool.fetchval("SELECT EXISTS (SELECT 1 FROM auth.users WHERE id = $1)", patient):
+            raise errors.not_found("patient", patient)
+
+    async def book(self, who: Principal, body: CreateAppointmentDTO,
+                   idem: m.Idempotency | None = None) -> dict[str, Any]:
+        patient = acting_patient(who, body.patient_id)
+        if body.patient_id is not None:
+            await self._known_patient(patient)
+        return await self.directory.ask(str(body.dentist_id), m.Book(
+            patient_id=patient, start=body.appointment_date, appointment_type=body.appointment_type,
+            notes=body.notes, patient_notes=body.patient_notes, medical_history=body.medical_history,
+            reservation_id=body.reservation_id, created_by=who.user_id, idempotency=idem))
+
+    async def update(self, who: Principal, appointment_id: uuid.UUID, body: UpdateAppointmentDTO) -> dict[str, Any]:
+        appt, staff = await self.appointment(who, appointment_id)
+        if not staff and body.notes is not UNSET:
+            raise errors.forbidden("Only staff may change the clinic's notes")
+        return await self.directory.ask(str(appt["dentist_id"]), m.ChangeAppointment(
+            appointment_id=appointment_id, by=who.user_id, staff=staff, status=body.status,
+            start=body.appointment_date, appointment_type=body.appointment_type,
+            notes=None if body.notes is UNSET else body.notes, notes_set=body.notes is not UNSET,
+            reason=body.cancellation_reason))
+
+    async def cancel(self, who: Principal, appointment_id: uuid.UUID, reason: str | None) -> dict[str, Any]:
+        return await self.update(who, appointment_id, UpdateAppointmentDTO(status="cancelled",
+                                                                           cancellation_reason=reason))
+
+    async def list_appointments(self, who: Principal, f: AppointmentFilters) -> dict[str, Any]:
+        where, args = ["true"], []
+
+        def arg(value: Any) -> str:
+            args.append(value)
+            return f"${len(args)}"
+
+        if who.is_admin:
+            if f.patient_id:
+                where.append(f"a.patient_id = {arg(f.patient_id)}")
+        elif who.is_service:
+            if f.patient_id is None:
+                raise errors.invalid("The service role lists appointments of one patient: pass patient_id",
+                                     field="patient_id", location="query")
+            where.append(f"a.patient_id = {arg(f.patient_id)}")
+        else:
+            me = require_user(who)
+            mine = f"a.patient_id = {arg(me)}"
+            if who.has_role("dentist"):
+                mine = f"({mine} OR d.user_id = {arg(me)})"
+            where.append(mine)
+            if f.patient_id:
+                where.append(f"a.patient_id = {arg(f.patient_id)}")
+        if f.dentist_id:
+            where.append(f"a.dentist_id = {arg(f.dentist_id)}")
+        if f.status:
+            where.append(f"a.status::text = ANY({arg(list(f.status))}::text[])")
+        if f.date_from is not None:
+            where.append(f"a.appointment_date >= {arg(_bound(f.date_from, 'date_from', end=False))}")
+        if f.date_to is not None:
+            where.append(f"a.appointment_date < {arg(_bound(f.date_to, 'date_to', end=True))}")
+        clause = " AND ".join(where)
+        rows = await self.pool.fetch(
+            f"SELECT {_prefixed('a')}, count(*) OVER () AS total FROM public.appointments a "
+            f"JOIN public.dentists d ON d.id = a.dentist_id WHERE {clause} "
+            f"ORDER BY a.appointment_date, a.id LIMIT {arg(f.limit)} OFFSET {arg(f.offset)}", *args)
+        total = rows[0]["total"] if rows else await self.pool.fetchval(
+            f"SELECT count(*) FROM public.appointments a JOIN public.dentists d ON d.id = a.dentist_id "
+            f"WHERE {clause}", *args[:-2])
+        data = [{k: v for k, v in r.items() if k != "total"} for r in rows]
+        return {"data": data, "pagination": {"total": total, "limit": f.limit, "offset": f.offset,
+                                             "hasMore": f.offset + len(data) < total}}
+
+
+def _bound(value: str, field: str, *, end: bool) -> datetime:
+    """A date filter: a datetime with offset as given, or a whole UTC day
+    (its start for date_from, the next day's start for date_to)."""
+    try:
+        if len(value) == 10:
+            day = date.fromisoformat(value)
+            return datetime(day.year, day.month, day.day, tzinfo=timezone.utc) + timedelta(days=1 if end else 0)
+        instant = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        instant = None
+    if instant is None or instant.tzinfo is None:
+        raise errors.invalid(f"{field} must be YYYY-MM-DD or an ISO datetime with a time zone", field=field,
+                             location="query")
+    return instant + timedelta(microseconds=1 if end else 0)
+
+
+def _prefixed(alias: str) -> str:
+    return ", ".join(f"{alias}.{c.strip()}" for c in APPOINTMENT_COLUMNS.split(","))

@@ -1,0 +1,163 @@
+"""`hub` / `python -m hub`: serve, migrate, user add, token, demo."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import json
+import logging
+import sys
+import uuid
+from typing import Any, Awaitable, Callable
+
+from hub import db, demo, logs, migrate, users
+from hub.auth import APP_ROLES, JWT_ROLES, issue_token
+from hub.config import ConfigError, Settings
+
+log = logging.getLogger("hub.cli")
+
+
+def _database(settings: Settings) -> Settings:
+    """Settings with a DSN: DATABASE_URL, or the embedded server under var/."""
+    if settings.database_url:
+        return settings
+    from hub import embedded
+
+    return dataclasses.replace(settings, database_url=embedded.start(settings.var_dir / "pgdata"))
+
+
+def _with_connection(settings: Settings, work: Callable[[Any], Awaitable[Any]]) -> Any:
+    async def run() -> Any:
+        con = await db.connect(settings.database_url)
+        try:
+            return await work(con)
+        finally:
+            await con.close()
+
+    return asyncio.run(run())
+
+
+def _migrate(settings: Settings) -> None:
+    files = migrate.load(settings.sql_dir)
+    done = _with_connection(settings, lambda con: migrate.migrate(con, files))
+    names = ", ".join(f"{m.version:04d}_{m.name}" for m in done) or "nothing to apply"
+    log.info("migrations: %s", names)
+
+
+def _demo_once(settings: Settings) -> None:
+    """On a database without the demo clinic, create it and tell the user how to get in."""
+    async def work(con: Any) -> dict[str, Any] | None:
+        if await demo.exists(con):
+            return None
+        return await demo.create(con, settings.jwt_secret)
+
+    created = _with_connection(settings, work)
+    path = settings.var_dir / "demo.json"
+    if created is not None:
+        settings.var_dir.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(created, indent=2) + "\n")
+        path.chmod(0o600)
+    if not path.exists():
+        return
+    info = json.loads(path.read_text())
+    base = f"http://localhost:{settings.port}"
+    print(f"\nDental hub (development) on {base}\n"
+          f"  admin console : {base}/admin?token={info['admin']['token']}\n"
+          f"  demo ids and tokens (7 days): {path}   (refresh with `hub demo`)\n"
+          f"  try: curl -H 'Authorization: Bearer <token>' {base}/api/profiles/me\n", flush=True)
+
+
+def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
+    from aiohttp import web
+
+    from web.app import create_app
+
+    settings = _database(dataclasses.replace(settings, host=args.host or settings.host,
+                                             port=args.port if args.port is not None else settings.port))
+    if args.migrate:
+        _migrate(settings)
+    if args.demo:
+        _demo_once(settings)
+    log.info("serving on %s:%d", settings.host, settings.port)
+    web.run_app(create_app(settings), host=settings.host, port=settings.port,
+                access_log=None, print=None, shutdown_timeout=10)
+    return 0
+
+
+def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
+    _migrate(_database(settings))
+    return 0
+
+
+def cmd_user_add(settings: Settings, args: argparse.Namespace) -> int:
+    settings = _database(settings)
+    uid = _with_connection(settings, lambda con: users.create_user(
+        con, email=args.email, full_name=args.name, roles=tuple(args.role or ["patient"])))
+    print(uid)
+    return 0
+
+
+def cmd_token(settings: Settings, args: argparse.Namespace) -> int:
+    print(issue_token(settings.jwt_secret, args.sub, role=args.role, ttl=args.ttl, email=args.email))
+    return 0
+
+
+def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
+    settings = _database(settings)
+    print(json.dumps(_with_connection(settings, lambda con: demo.create(con, settings.jwt_secret)), indent=2))
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="hub", description="Realtime booking hub for dental clinics.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="serve the HTTP API, WebSockets and console")
+    serve.add_argument("--host")
+    serve.add_argument("--port", type=int)
+    serve.add_argument("--migrate", action="store_true", help="apply pending migrations first")
+    serve.add_argument("--demo", action="store_true", help="create the demo clinic once on an empty database")
+    serve.set_defaults(run=cmd_serve)
+
+    sub.add_parser("migrate", help="apply pending migrations from sql/").set_defaults(run=cmd_migrate)
+
+    user = sub.add_parser("user", help="manage users").add_subparsers(dest="user_command", required=True)
+    add = user.add_parser("add", help="create a user and print its id")
+    add.add_argument("--email", required=True)
+    add.add_argument("--name", required=True)
+    add.add_argument("--role", action="append", choices=APP_ROLES, help="repeat for several (default: patient)")
+    add.set_defaults(run=cmd_user_add)
+
+    token = sub.add_parser("token", help="print a JWT signed with JWT_SECRET")
+    token.add_argument("--sub", type=uuid.UUID, help="user id (required unless --role service_role or anon)")
+    token.add_argument("--role", default="authenticated", choices=JWT_ROLES)
+    token.add_argument("--ttl", type=int, default=3600, help="seconds until it expires (default 3600)")
+    token.add_argument("--email")
+    token.set_defaults(run=cmd_token)
+
+    sub.add_parser("demo", help="create the demo clinic (idempotent) and print ids and tokens as JSON"
+                   ).set_defaults(run=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        settings = Settings.from_env()
+    except ConfigError as exc:
+        print(f"hub: configuration error: {exc}", file=sys.stderr)
+        return 2
+    logs.setup(settings.log_level)
+    if args.command == "token" and args.role == "authenticated" and args.sub is None:
+        print("hub: token: --sub is required for an authenticated token", file=sys.stderr)
+        return 2
+    try:
+        return args.run(settings, args)
+    except migrate.MigrationError as exc:
+        print(f"hub: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,106 @@
+"""Settings, read once from the environment (README lists every variable)."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import secrets
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+log = logging.getLogger("hub.config")
+
+
+class ConfigError(Exception):
+    """The environment cannot run the hub; the message says what to set."""
+
+
+def _int(env: dict[str, str], name: str, default: int, low: int, high: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a whole number, got {raw!r}") from None
+    if not low <= value <= high:
+        raise ConfigError(f"{name} must be between {low} and {high}, got {value}")
+    return value
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Settings:
+    env: str = "development"
+    database_url: str | None = None
+    jwt_secret: str = ""
+    host: str = "0.0.0.0"
+    port: int = 8080
+    log_level: str = "INFO"
+    var_dir: Path = ROOT / "var"
+    sql_dir: Path = ROOT / "sql"
+    db_pool_min: int = 2
+    db_pool_max: int = 10
+    db_timeout: float = 5.0
+    max_body_bytes: int = 1024 * 1024
+    # Booking rules (issue 3); here so every module reads one object.
+    hold_ttl_seconds: int = 300
+    hold_max_age_seconds: int = 1800
+    max_holds_per_patient: int = 3
+    cancellation_window_hours: int = 24
+    upload_dir: Path = ROOT / "var" / "uploads"
+    metrics_token: str | None = None
+
+    @property
+    def development(self) -> bool:
+        return self.env == "development"
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None) -> Settings:
+        """Raises ConfigError with a clear message for a bad or missing value."""
+        env = dict(os.environ if env is None else env)
+        mode = env.get("HUB_ENV", "development")
+        if mode not in ("development", "production", "test"):
+            raise ConfigError(f"HUB_ENV must be development, test or production, got {mode!r}")
+        var_dir = Path(env.get("HUB_VAR_DIR") or ROOT / "var")
+        secret = env.get("JWT_SECRET", "")
+        if not secret:
+            if mode == "production":
+                raise ConfigError("JWT_SECRET must be set when HUB_ENV=production")
+            secret = _dev_secret(var_dir)
+        elif len(secret) < 32:
+            raise ConfigError("JWT_SECRET must be at least 32 characters (HS256 needs a 256-bit key)")
+        level = env.get("LOG_LEVEL", "INFO").upper()
+        if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+            raise ConfigError(f"LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, got {level!r}")
+        return cls(
+            env=mode,
+            database_url=env.get("DATABASE_URL") or None,
+            jwt_secret=secret,
+            host=env.get("HOST", "0.0.0.0"),
+            port=_int(env, "PORT", 8080, 0, 65535),
+            log_level=level,
+            var_dir=var_dir,
+            sql_dir=Path(env.get("HUB_SQL_DIR") or ROOT / "sql"),
+            db_pool_min=_int(env, "DB_POOL_MIN", 2, 1, 100),
+            db_pool_max=_int(env, "DB_POOL_MAX", 10, 1, 200),
+            hold_ttl_seconds=_int(env, "HOLD_TTL_SECONDS", 300, 5, 3600),
+            hold_max_age_seconds=_int(env, "HOLD_MAX_AGE_SECONDS", 1800, 5, 86400),
+            max_holds_per_patient=_int(env, "MAX_HOLDS_PER_PATIENT", 3, 1, 50),
+            cancellation_window_hours=_int(env, "CANCELLATION_WINDOW_HOURS", 24, 0, 720),
+            upload_dir=Path(env.get("UPLOAD_DIR") or var_dir / "uploads"),
+            metrics_token=env.get("METRICS_TOKEN") or None,
+        )
+
+
+def _dev_secret(var_dir: Path) -> str:
+    """A per-checkout secret, so development tokens survive restarts but never ship."""
+    path = var_dir / "jwt_secret"
+    if path.exists():
+        return path.read_text().strip()
+    var_dir.mkdir(parents=True, exist_ok=True)
+    secret = secrets.token_urlsafe(48)
+    path.write_text(secret + "\n")
+    path.chmod(0o600)
+    log.warning("JWT_SECRET not set: generated a development secret into %s", path)
+    return secret

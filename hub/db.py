@@ -1,0 +1,44 @@
+"""PostgreSQL access: one pool per process, JSON codecs, SQLSTATE translation."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import asyncpg
+import msgspec
+
+log = logging.getLogger("hub.db")
+
+_encode = msgspec.json.encode
+_decode = msgspec.json.decode
+
+
+def _jsonb_encode(value: Any) -> bytes:
+    # jsonb's binary format is a version byte followed by the JSON text.
+    return b"\x01" + _encode(value)
+
+
+def _jsonb_decode(data: bytes) -> Any:
+    return _decode(data[1:])
+
+
+async def init_connection(con: asyncpg.Connection) -> None:
+    """Decode json/jsonb with msgspec (faster than the stdlib, and one encoder for the whole hub)."""
+    await con.set_type_codec("jsonb", schema="pg_catalog", encoder=_jsonb_encode,
+                             decoder=_jsonb_decode, format="binary")
+    await con.set_type_codec("json", schema="pg_catalog", encoder=lambda v: _encode(v).decode(),
+                             decoder=_decode, format="text")
+
+
+async def connect(dsn: str, **kwargs: Any) -> asyncpg.Connection:
+    con = await asyncpg.connect(dsn, **kwargs)
+    await init_connection(con)
+    return con
+
+
+async def create_pool(dsn: str, *, min_size: int = 2, max_size: int = 10,
+                      command_timeout: float = 5.0) -> asyncpg.Pool:
+    return await asyncpg.create_pool(
+        dsn, min_size=min_size, max_size=max_size, command_timeout=command_timeout,
+        init=init_connection, server_settings={"application_name": "dental-hub"})

@@ -1,0 +1,90 @@
+"""Cross-process events: LISTEN for the triggers' NOTIFY and hand each
+reference to the dentist's live actor, which reads the events themselves
+from `realtime_events` (NOTIFY carries a reference, never a row).
+
+A lost connection is retried with backoff; on reconnect every live actor is
+told the dentist's current version, so nothing committed meanwhile is lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from typing import Any
+
+import asyncpg
+import msgspec
+
+from actors.dentist import DentistActor
+from actors.directory import Directory
+from actors.messages import Sync
+from hub import db
+from hub.catalog import Catalog
+
+log = logging.getLogger("hub.listener")
+
+_decode = msgspec.json.Decoder(dict[str, Any]).decode
+
+
+class Listener:
+    def __init__(self, dsn: str, pool: asyncpg.Pool, directory: Directory[DentistActor], catalog: Catalog,
+                 *, keepalive: float = 5.0) -> None:
+        self._dsn = dsn
+        self._pool = pool
+        self._directory = directory
+        self._catalog = catalog
+        self._keepalive = keepalive
+        self.connected = False
+        self.reconnects = 0
+        self.ready = asyncio.Event()  # set once the first LISTEN is in place
+
+    def _on_event(self, con: Any, pid: int, channel: str, payload: str) -> None:
+        try:
+            ref = _decode(payload)
+            self._directory.tell_if_live(str(uuid.UUID(ref["dentist_id"])), Sync(version=int(ref["version"])))
+        except (msgspec.DecodeError, KeyError, ValueError, TypeError):
+            log.warning("ignored a malformed hub_events payload: %.200s", payload)
+
+    def _on_catalog(self, con: Any, pid: int, channel: str, payload: str) -> None:
+        asyncio.get_running_loop().create_task(self._catalog.load(self._pool))
+
+    async def _resync(self) -> None:
+        """After (re)connecting: tell each live actor where its dentist is now."""
+        await self._catalog.load(self._pool)
+        keys = [a.dentist_id for a in self._directory.actors()]
+        if not keys:
+            return
+        rows = await self._pool.fetch("SELECT id, version FROM public.dentists WHERE id = ANY($1)", keys)
+        for row in rows:
+            self._directory.tell_if_live(str(row["id"]), Sync(version=row["version"]))
+
+    async def run(self) -> None:
+        backoff = 0.2
+        while True:
+            con: asyncpg.Connection | None = None
+            try:
+                con = await db.connect(self._dsn, timeout=5)
+                lost = asyncio.Event()
+                con.add_termination_listener(lambda _: lost.set())
+                await con.add_listener("hub_events", self._on_event)
+                await con.add_listener("hub_catalog", self._on_catalog)
+                self.connected = True
+                await self._resync()
+                self.ready.set()
+                backoff = 0.2
+                while not lost.is_set():
+                    try:
+                        await asyncio.wait_for(lost.wait(), self._keepalive)
+                    except TimeoutError:
+                        await con.fetchval("SELECT 1", timeout=self._keepalive)
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
+                log.warning("event listener lost the database (%s); retrying in %.1fs", exc or type(exc).__name__,
+                            backoff)
+            finally:
+                self.connected = False
+                if con is not None:
+                    con.terminate()
+            self.reconnects += 1
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 5.0)

@@ -1,0 +1,119 @@
+"""Numbered SQL migrations in `sql/`, applied once each and recorded with a checksum.
+
+`sql/0001_init.up.sql` is version 1. Each file runs in its own transaction;
+an advisory lock keeps several processes (a `release:` step racing a worker)
+from applying the same file twice. An applied file must never change: the
+hub refuses to serve a database whose record differs from the files.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import logging
+import re
+from pathlib import Path
+
+import asyncpg
+
+log = logging.getLogger("hub.migrate")
+
+_NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.up\.sql$")
+_LOCK = 0x6875625F6D6967  # "hub_mig": one advisory lock key for the whole hub
+
+_TABLE = """
+CREATE TABLE IF NOT EXISTS public.schema_migrations (
+  version    integer PRIMARY KEY,
+  name       text NOT NULL,
+  checksum   text NOT NULL,
+  applied_at timestamptz NOT NULL DEFAULT now()
+)"""
+
+
+class MigrationError(Exception):
+    """The database and the files disagree; the message says how to fix it."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Migration:
+    version: int
+    name: str
+    sql: str
+
+    @property
+    def checksum(self) -> str:
+        return hashlib.sha256(self.sql.encode()).hexdigest()
+
+
+def load(sql_dir: Path) -> list[Migration]:
+    """The migrations in `sql_dir`, ordered by version."""
+    found: dict[int, Migration] = {}
+    for path in sorted(sql_dir.glob("*.up.sql")):
+        match = _NAME.match(path.name)
+        if match is None:
+            raise MigrationError(f"{path.name}: migration files are named NNNN_name.up.sql")
+        version = int(match.group(1))
+        if version in found:
+            raise MigrationError(f"two migrations have version {version}")
+        found[version] = Migration(version, match.group(2), path.read_text())
+    return [found[v] for v in sorted(found)]
+
+
+async def _applied(con: asyncpg.Connection) -> dict[int, tuple[str, str]]:
+    exists = await con.fetchval("SELECT to_regclass('public.schema_migrations') IS NOT NULL")
+    if not exists:
+        return {}
+    rows = await con.fetch("SELECT version, name, checksum FROM public.schema_migrations")
+    return {r["version"]: (r["name"], r["checksum"]) for r in rows}
+
+
+def _differences(applied: dict[int, tuple[str, str]], files: list[Migration]) -> list[str]:
+    by_version = {m.version: m for m in files}
+    problems = []
+    for version, (name, checksum) in sorted(applied.items()):
+        migration = by_version.get(version)
+        if migration is None:
+            problems.append(f"{version:04d}_{name} is applied but its file is missing")
+        elif migration.checksum != checksum:
+            problems.append(f"{version:04d}_{name}.up.sql changed after it was applied "
+                            "(add a new migration instead of editing an applied one)")
+    return problems
+
+
+async def migrate(con: asyncpg.Connection, files: list[Migration]) -> list[Migration]:
+    """Apply the pending migrations; returns those applied.
+
+    Raises MigrationError if an applied migration differs from its file.
+    """
+    await con.execute("SELECT pg_advisory_lock($1)", _LOCK)
+    try:
+        await con.execute(_TABLE)
+        applied = await _applied(con)
+        problems = _differences(applied, files)
+        if problems:
+            raise MigrationError("; ".join(problems))
+        done = []
+        for migration in files:
+            if migration.version in applied:
+                continue
+            log.info("applying migration %04d_%s", migration.version, migration.name)
+            async with con.transaction():
+                await con.execute(migration.sql)
+                await con.execute(
+                    "INSERT INTO public.schema_migrations (version, name, checksum) VALUES ($1, $2, $3)",
+                    migration.version, migration.name, migration.checksum)
+            done.append(migration)
+        return done
+    finally:
+        await con.execute("SELECT pg_advisory_unlock($1)", _LOCK)
+
+
+async def check(con: asyncpg.Connection, files: list[Migration]) -> None:
+    """Raises MigrationError unless every file is applied, unchanged."""
+    applied = await _applied(con)
+    problems = _differences(applied, files)
+    pending = [f"{m.version:04d}_{m.name}" for m in files if m.version not in applied]
+    if pending:
+        problems.append(f"pending migrations {', '.join(pending)} (run `hub migrate`)")
+    if problems:
+        raise MigrationError("database schema does not match sql/: " + "; ".join(problems))

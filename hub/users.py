@@ -1,0 +1,70 @@
+"""Users, profiles and application roles in PostgreSQL."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import asyncpg
+
+from hub import errors
+from hub.auth import APP_ROLES, Claims, Principal
+
+_ROLES = """
+SELECT EXISTS (SELECT 1 FROM auth.users WHERE id = $1) AS known,
+       coalesce((SELECT array_agg(role::text) FROM public.user_roles WHERE user_id = $1), '{}') AS roles
+"""
+# ON CONFLICT: two first requests of one new user may race.
+_SIGN_UP = "INSERT INTO auth.users (id, email) VALUES ($1, $2) ON CONFLICT (id) DO NOTHING"
+
+PROFILE = """
+SELECT p.id, p.email, p.full_name, p.phone, p.date_of_birth, p.created_at, p.updated_at,
+       coalesce((SELECT array_agg(r.role::text ORDER BY r.role) FROM public.user_roles r WHERE r.user_id = p.id), '{}') AS roles
+FROM public.profiles p WHERE p.id = $1
+"""
+
+
+async def principal(pool: asyncpg.Pool, claims: Claims) -> Principal:
+    """The caller with their roles; a user seen for the first time is signed
+    up as a patient, as Supabase's sign-up trigger would."""
+    if claims.role != "authenticated" or claims.sub is None:
+        return Principal(claims)
+    async with pool.acquire() as con:
+        row = await con.fetchrow(_ROLES, claims.sub)
+        if not row["known"]:
+            await con.execute(_SIGN_UP, claims.sub, claims.email)
+            row = await con.fetchrow(_ROLES, claims.sub)
+    return Principal(claims, frozenset(row["roles"]))
+
+
+async def create_user(con: asyncpg.Connection, *, email: str | None, full_name: str | None,
+                      roles: tuple[str, ...] = ("patient",), user_id: uuid.UUID | None = None) -> uuid.UUID:
+    """A new user with a profile and exactly `roles`."""
+    async with con.transaction():
+        uid = await con.fetchval("INSERT INTO auth.users (id, email) VALUES (coalesce($1, gen_random_uuid()), $2) RETURNING id",
+                                 user_id, email)
+        await con.execute("UPDATE public.profiles SET full_name = $2 WHERE id = $1", uid, full_name)
+        await set_roles(con, uid, roles)
+    return uid
+
+
+async def set_roles(con: asyncpg.Connection, user_id: uuid.UUID, roles: tuple[str, ...] | list[str]) -> list[str]:
+    """Replace the user's roles; raises NOT_FOUND for an unknown user."""
+    unknown = sorted(set(roles) - set(APP_ROLES))
+    if unknown:
+        raise errors.invalid(f"unknown roles: {', '.join(unknown)}", field="roles", allowed=list(APP_ROLES))
+    async with con.transaction():
+        if not await con.fetchval("SELECT EXISTS (SELECT 1 FROM auth.users WHERE id = $1)", user_id):
+            raise errors.not_found("user", user_id)
+        await con.execute("DELETE FROM public.user_roles WHERE user_id = $1 AND NOT (role::text = ANY($2::text[]))",
+                          user_id, list(roles))
+        await con.execute("INSERT INTO public.user_roles (user_id, role) SELECT $1, unnest($2::text[])::public.app_role "
+                          "ON CONFLICT DO NOTHING", user_id, list(roles))
+    return sorted(set(roles))
+
+
+async def profile(con: asyncpg.Connection | asyncpg.Pool, user_id: uuid.UUID) -> dict[str, Any]:
+    row = await con.fetchrow(PROFILE, user_id)
+    if row is None:
+        raise errors.not_found("profile", user_id)
+    return dict(row)

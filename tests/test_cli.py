@@ -1,0 +1,53 @@
+"""The CLI is how newcomers and external clients get going."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import uuid
+
+
+from hub.auth import verify_token
+from tests.conftest import SECRET
+
+
+def hub(*args: str, dsn: str | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "JWT_SECRET": SECRET, "HUB_ENV": "test", "LOG_LEVEL": "WARNING"}
+    if dsn:
+        env["DATABASE_URL"] = dsn
+    return subprocess.run([sys.executable, "-m", "hub", *args], env=env, capture_output=True, text=True, timeout=120)
+
+
+def test_token() -> None:
+    sub = uuid.uuid4()
+    out = hub("token", "--sub", str(sub), "--ttl", "60")
+    assert out.returncode == 0, out.stderr
+    claims = verify_token(SECRET, out.stdout.strip())
+    assert claims.sub == sub and claims.role == "authenticated"
+    out = hub("token", "--role", "service_role")
+    assert verify_token(SECRET, out.stdout.strip()).role == "service_role"
+    out = hub("token")
+    assert out.returncode == 2 and "--sub" in out.stderr
+
+
+def test_user_add_and_demo(dsn: str) -> None:
+    out = hub("user", "add", "--email", "cli@test.example", "--name", "Cli User", "--role", "admin", dsn=dsn)
+    assert out.returncode == 0, out.stderr
+    uuid.UUID(out.stdout.strip())
+    first = hub("demo", dsn=dsn)
+    assert first.returncode == 0, first.stderr
+    clinic = json.loads(first.stdout)
+    assert len(clinic["dentists"]) == 3 and len(clinic["patients"]) == 5
+    assert len({d["timezone"] for d in clinic["dentists"]}) == 3
+    assert verify_token(SECRET, clinic["admin"]["token"]).sub == uuid.UUID(clinic["admin"]["id"])
+    again = json.loads(hub("demo", dsn=dsn).stdout)  # idempotent: same people, fresh tokens
+    assert [d["id"] for d in again["dentists"]] == [d["id"] for d in clinic["dentists"]]
+
+
+def test_production_requires_a_secret() -> None:
+    env = {k: v for k, v in os.environ.items() if k != "JWT_SECRET"}
+    out = subprocess.run([sys.executable, "-m", "hub", "token", "--role", "service_role"],
+                         env={**env, "HUB_ENV": "production"}, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2 and "JWT_SECRET must be set" in out.stderr

@@ -1,0 +1,89 @@
+"""Migrations apply once, re-apply as a no-op, and a changed file is refused."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from hub import db, migrate
+from hub.config import ROOT
+from web import create_app
+
+
+@pytest.fixture
+def empty_dsn(databases):
+    dsn = databases.create(migrated=False)
+    yield dsn
+    databases.drop(dsn)
+
+
+async def test_apply_from_empty_then_noop(empty_dsn: str) -> None:
+    files = migrate.load(ROOT / "sql")
+    assert [m.version for m in files] == sorted(m.version for m in files)
+    con = await db.connect(empty_dsn)
+    try:
+        done = await migrate.migrate(con, files)
+        assert [m.version for m in done] == [m.version for m in files]
+        rows = await con.fetch("SELECT version, checksum FROM schema_migrations ORDER BY version")
+        assert [(r["version"], r["checksum"]) for r in rows] == [(m.version, m.checksum) for m in files]
+        assert await migrate.migrate(con, files) == []
+        await migrate.check(con, files)
+        for table in ("profiles", "user_roles", "dentists", "appointments", "appointment_documents",
+                      "slot_reservations", "realtime_events", "notifications"):
+            assert await con.fetchval("SELECT to_regclass($1) IS NOT NULL", f"public.{table}"), table
+    finally:
+        await con.close()
+
+
+async def test_changed_file_is_refused(empty_dsn: str, tmp_path: Path) -> None:
+    sql = tmp_path / "sql"
+    shutil.copytree(ROOT / "sql", sql)
+    con = await db.connect(empty_dsn)
+    try:
+        await migrate.migrate(con, migrate.load(sql))
+        first = sorted(sql.glob("0001_*.up.sql"))[0]
+        first.write_text(first.read_text() + "\n-- edited after it was applied\n")
+        with pytest.raises(migrate.MigrationError, match="changed after it was applied"):
+            await migrate.migrate(con, migrate.load(sql))
+        with pytest.raises(migrate.MigrationError, match="changed after it was applied"):
+            await migrate.check(con, migrate.load(sql))
+    finally:
+        await con.close()
+
+
+async def test_pending_and_missing_are_reported(empty_dsn: str, tmp_path: Path) -> None:
+    con = await db.connect(empty_dsn)
+    try:
+        with pytest.raises(migrate.MigrationError, match="pending migrations 0001_init, 0002_booking_rules"):
+            await migrate.check(con, migrate.load(ROOT / "sql"))
+        await migrate.migrate(con, migrate.load(ROOT / "sql"))
+        (tmp_path / "sql").mkdir()
+        with pytest.raises(migrate.MigrationError, match="file is missing"):
+            await migrate.check(con, migrate.load(tmp_path / "sql"))
+    finally:
+        await con.close()
+
+
+def test_badly_named_file_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "1_init.up.sql").write_text("SELECT 1")
+    with pytest.raises(migrate.MigrationError, match="NNNN_name.up.sql"):
+        migrate.load(tmp_path)
+
+
+async def test_serve_refuses_a_database_that_differs(empty_dsn: str, settings, aiohttp_client, tmp_path: Path) -> None:
+    import dataclasses
+
+    sql = tmp_path / "sql"
+    shutil.copytree(ROOT / "sql", sql)
+    con = await db.connect(empty_dsn)
+    try:
+        await migrate.migrate(con, migrate.load(sql))
+    finally:
+        await con.close()
+    first = sorted(sql.glob("0001_*.up.sql"))[0]
+    first.write_text(first.read_text().replace("Foundation schema", "Edited schema"))
+    app = create_app(dataclasses.replace(settings, database_url=empty_dsn, sql_dir=sql))
+    with pytest.raises(migrate.MigrationError, match="does not match"):
+        await aiohttp_client(app)

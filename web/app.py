@@ -1,0 +1,160 @@
+"""The application factory: resources as cleanup contexts, one error/log middleware."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+import uuid
+from typing import Any, AsyncIterator, Awaitable, Callable
+
+from aiohttp import web
+
+from actors.dentist import DentistActor, Rules
+from actors.directory import Directory
+from hub import db, migrate
+from hub.booking import Booking
+from hub.catalog import Catalog
+from hub.config import Settings
+from hub.errors import ErrorCode, HubError
+from hub.listener import Listener
+from hub.pubsub import PubSub
+from hub.sweeper import sweep_forever
+from web import appointments, availability, clinic, health, notifications, profiles
+from web._http import BOOKING, POOL, REQUEST_ID, SETTINGS, USER_ID, json
+
+log = logging.getLogger("hub.http")
+
+_HTTP_CODES = {
+    404: (ErrorCode.NOT_FOUND, "Route not found"),
+    405: (ErrorCode.METHOD_NOT_ALLOWED, "Method not allowed on this route"),
+    413: (ErrorCode.PAYLOAD_TOO_LARGE, "Request body is too large"),
+}
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@web.middleware
+async def errors_and_access_log(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Render every failure in the seed's error format and log one line per request."""
+    incoming = request.headers.get("X-Request-Id", "")
+    request_id = incoming if _REQUEST_ID.match(incoming) else uuid.uuid4().hex[:16]
+    request[REQUEST_ID] = request_id
+    started = time.perf_counter()
+    try:
+        response = await handler(request)
+    except HubError as exc:
+        response = json(exc.body(), exc.status)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise  # redirects are answers, not errors
+        code, message = _HTTP_CODES.get(exc.status, (ErrorCode.VALIDATION_ERROR, exc.reason))
+        if exc.status == 413:
+            message = f"Request body is larger than {request.app[SETTINGS].max_body_bytes} bytes"
+        response = json(HubError(code, message).body(), exc.status)
+    except (asyncio.CancelledError, KeyboardInterrupt):
+        raise
+    except Exception:
+        log.exception("unhandled error", extra={"request_id": request_id, "path": request.path})
+        response = json(HubError(ErrorCode.INTERNAL_ERROR, "An unexpected error occurred",
+                                 {"request_id": request_id}).body(), 500)
+    if not response.prepared:
+        response.headers["X-Request-Id"] = request_id
+    log.info("request", extra={
+        "method": request.method, "path": request.path, "status": response.status,
+        "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+        "request_id": request_id, "user_id": request.get(USER_ID)})
+    return response
+
+
+async def _postgres(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    if not settings.database_url:
+        raise RuntimeError("create_app needs settings.database_url (the CLI starts the embedded server)")
+    pool = await db.create_pool(settings.database_url, min_size=settings.db_pool_min,
+                                max_size=settings.db_pool_max, command_timeout=settings.db_timeout)
+    try:
+        async with pool.acquire() as con:
+            await migrate.check(con, migrate.load(settings.sql_dir))
+    except BaseException:
+        await pool.close()
+        raise
+    app[POOL] = pool
+    yield
+    await asyncio.wait_for(pool.close(), 10)
+
+
+PUBSUB = web.AppKey("pubsub", PubSub)
+DIRECTORY = web.AppKey("directory", Directory)
+LISTENER = web.AppKey("listener", Listener)
+
+
+def _supervised(coro: Awaitable[None], name: str) -> asyncio.Task[None]:
+    """A background loop that must not die silently."""
+    task = asyncio.create_task(coro, name=name)
+
+    def done(t: asyncio.Task[None]) -> None:
+        if not t.cancelled() and t.exception() is not None:
+            log.critical("background task %s died", name, exc_info=t.exception())
+
+    task.add_done_callback(done)
+    return task
+
+
+async def _actors(app: web.Application) -> AsyncIterator[None]:
+    """Actors, the event listener and housekeeping; stopped before the pool closes."""
+    settings, pool = app[SETTINGS], app[POOL]
+    catalog = Catalog()
+    await catalog.load(pool)
+    pubsub = PubSub()
+    rules = Rules(hold_ttl_seconds=settings.hold_ttl_seconds, hold_max_age_seconds=settings.hold_max_age_seconds,
+                  max_holds_per_patient=settings.max_holds_per_patient,
+                  cancellation_window_hours=settings.cancellation_window_hours)
+    directory: Directory[DentistActor] = Directory(
+        lambda key: DentistActor(key, pool=pool, catalog=catalog, rules=rules, publish=pubsub.publish))
+    listener = Listener(settings.database_url or "", pool, directory, catalog)
+    app[PUBSUB], app[DIRECTORY], app[LISTENER] = pubsub, directory, listener
+    app[BOOKING] = Booking(pool, directory, catalog, settings)
+    tasks = [_supervised(listener.run(), "listener"), _supervised(directory.reap_forever(), "reaper"),
+             _supervised(sweep_forever(pool), "sweeper")]
+    try:  # serve only once events from other processes can reach us
+        await asyncio.wait_for(listener.ready.wait(), 10)
+    except TimeoutError:
+        log.warning("event listener not connected after 10s; serving anyway, /health says so")
+    yield
+    await directory.aclose(timeout=8)
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def _realtime_health(app: web.Application) -> dict[str, int]:
+    listener = app[LISTENER]
+    if not listener.connected:
+        raise ConnectionError("event listener is not connected to the database")
+    return {"reconnects": listener.reconnects}
+
+
+async def _actors_health(app: web.Application) -> dict[str, Any]:
+    directory = app[DIRECTORY]
+    return {"active": len(directory), "crashes": directory.crash_count, "paused": directory.crash_looping()}
+
+
+async def _database_health(app: web.Application) -> dict[str, int]:
+    pool = app[POOL]
+    await pool.fetchval("SELECT 1", timeout=health.TIMEOUT)
+    return {"pool_size": pool.get_size(), "pool_idle": pool.get_idle_size()}
+
+
+def create_app(settings: Settings) -> web.Application:
+    app = web.Application(middlewares=[errors_and_access_log], client_max_size=settings.max_body_bytes)
+    app[SETTINGS] = settings
+    app.cleanup_ctx.extend([_postgres, _actors])
+    health.register(app, "database", _database_health)
+    health.register(app, "realtime", _realtime_health)
+    health.register(app, "actors", _actors_health)
+    for module in (health, profiles, availability, appointments, notifications, clinic):
+        app.add_routes(module.routes)
+    return app

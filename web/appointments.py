@@ -1,0 +1,114 @@
+"""AppointmentsController, with documents."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+from aiohttp import web
+
+from hub import errors
+from hub.booking import AppointmentFilters, CancelDTO, CreateAppointmentDTO, UpdateAppointmentDTO
+from web._http import BOOKING, POOL, SETTINGS, created, json, path_id, principal, query, read
+
+routes = web.RouteTableDef()
+
+MAX_DOCUMENT_BYTES = 10 * 1024 * 1024
+DOCUMENT_TYPES = {"application/pdf": ".pdf", "image/jpeg": ".jpg", "image/png": ".png", "image/webp": ".webp",
+                  "image/heic": ".heic"}
+
+
+@routes.get("/api/appointments")
+async def list_appointments(request: web.Request) -> web.Response:
+    who = await principal(request)
+    filters = query(request, AppointmentFilters, lists=("status",))
+    return json(await request.app[BOOKING].list_appointments(who, filters))
+
+
+@routes.post("/api/appointments")
+async def create_appointment(request: web.Request) -> web.Response:
+    who = await principal(request)
+    body = await read(request, CreateAppointmentDTO)
+    booking = request.app[BOOKING]
+    idem = booking.idempotency(who, request.headers.get("Idempotency-Key"), request.path.encode() + await request.read())
+    return created(await booking.book(who, body, idem))
+
+
+@routes.get("/api/appointments/{id}")
+async def get_appointment(request: web.Request) -> web.Response:
+    who = await principal(request)
+    appointment, _ = await request.app[BOOKING].appointment(who, path_id(request))
+    return json(appointment)
+
+
+@routes.put("/api/appointments/{id}")
+async def update_appointment(request: web.Request) -> web.Response:
+    who = await principal(request)
+    appointment_id = path_id(request)
+    body = await read(request, UpdateAppointmentDTO)
+    return json(await request.app[BOOKING].update(who, appointment_id, body))
+
+
+@routes.delete("/api/appointments/{id}")
+async def cancel_appointment(request: web.Request) -> web.Response:
+    who = await principal(request)
+    appointment_id = path_id(request)
+    body = await read(request, CancelDTO) if request.can_read_body else CancelDTO()
+    return json(await request.app[BOOKING].cancel(who, appointment_id, body.reason))
+
+
+@routes.post("/api/appointments/{id}/documents")
+async def upload_document(request: web.Request) -> web.Response:
+    who = await principal(request)
+    appointment, _ = await request.app[BOOKING].appointment(who, path_id(request))
+    if not request.content_type.startswith("multipart/"):
+        raise errors.invalid("Upload a file as multipart/form-data (field `file`)", field="file")
+    reader = await request.multipart()
+    part = await reader.next()
+    while part is not None and getattr(part, "name", None) != "file":
+        part = await reader.next()
+    if part is None or not hasattr(part, "read_chunk"):
+        raise errors.invalid("The form has no `file` field", field="file")
+    file_type = (part.headers.get("Content-Type") or "").split(";")[0].strip().lower()
+    if file_type not in DOCUMENT_TYPES:
+        raise errors.invalid(f"Only {', '.join(sorted(DOCUMENT_TYPES))} files are accepted", field="file",
+                             content_type=file_type)
+    doc_id = uuid.uuid4()
+    folder: Path = request.app[SETTINGS].upload_dir / str(appointment["id"])
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / f"{doc_id}{DOCUMENT_TYPES[file_type]}"
+    size = 0
+    try:
+        with target.open("wb") as out:  # streamed: never the whole file in memory
+            while chunk := await part.read_chunk(64 * 1024):
+                size += len(chunk)
+                if size > MAX_DOCUMENT_BYTES:
+                    raise errors.HubError(errors.ErrorCode.PAYLOAD_TOO_LARGE,
+                                          f"Documents are limited to {MAX_DOCUMENT_BYTES // (1024 * 1024)} MiB")
+                out.write(chunk)
+        file_name = Path(part.filename or target.name).name[:200]
+        row = await request.app[POOL].fetchrow(
+            "INSERT INTO public.appointment_documents (id, appointment_id, file_name, file_url, file_type, file_size, "
+            "uploaded_by) VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING *",
+            doc_id, appointment["id"], file_name, f"/api/appointments/{appointment['id']}/documents/{doc_id}",
+            file_type, size, who.user_id or uuid.UUID(int=0))
+    except BaseException:
+        target.unlink(missing_ok=True)  # nothing half-written survives a failed upload
+        raise
+    return created(dict(row))
+
+
+@routes.get("/api/appointments/{id}/documents/{doc_id}")
+async def download_document(request: web.Request) -> web.StreamResponse:
+    who = await principal(request)
+    appointment, _ = await request.app[BOOKING].appointment(who, path_id(request))
+    doc_id = path_id(request, "doc_id")
+    doc = next((d for d in appointment["documents"] if d["id"] == str(doc_id)), None)
+    if doc is None:
+        raise errors.not_found("document", doc_id)
+    path = request.app[SETTINGS].upload_dir / str(appointment["id"]) / f"{doc_id}{DOCUMENT_TYPES[doc['file_type']]}"
+    if not path.exists():
+        raise errors.not_found("document file", doc_id)
+    return web.FileResponse(path, headers={
+        "Content-Type": doc["file_type"],
+        "Content-Disposition": f'attachment; filename="{doc["file_name"].replace(chr(34), "")}"'})
