@@ -239,28 +239,20 @@ class DentistActor(Actor):
                 if self._holds[k].patient_id != patient and self._holds[k].expires_at > now]
 
     def _slots(self, msg: GetSlots) -> list[dict[str, Any]]:
+        """The seed's TimeSlots with a FHIR slot status; a viewer's own holds are free to them."""
         assert self.schedule is not None
         now = datetime.now(UTC)
-        actor = self
-
-        class Busy:  # what is taken, as seen by this viewer (their own holds are theirs to book)
-            @staticmethod
-            def overlaps(start: datetime, end: datetime) -> bool:
-                return actor.booked.overlaps(start, end) or bool(actor._blocking_holds(start, end, msg.viewer, now))
-
-        slots = self.schedule.slots(msg.day_from, msg.day_to, now=now, busy=Busy, duration_minutes=msg.duration,
-                                    buffer_minutes=msg.buffer)
+        buffer = timedelta(minutes=msg.buffer)
         out = []
-        for s in slots:
-            if s.available:
-                status = "free"
-            elif self.booked.overlaps(s.start, s.end + timedelta(minutes=msg.buffer)):
+        for s in self.schedule.slots(msg.day_from, msg.day_to, now=now, duration_minutes=msg.duration):
+            end = s.end + buffer
+            if self.booked.overlaps(s.start, end):
                 status = "busy"
-            elif self._blocking_holds(s.start, s.end + timedelta(minutes=msg.buffer), msg.viewer, now):
+            elif self._blocking_holds(s.start, end, msg.viewer, now):
                 status = "busy-tentative"
             else:
-                status = "busy-unavailable"
-            out.append({"start": s.start, "end": s.end, "available": s.available, "status": status,
+                status = "free" if s.available else "busy-unavailable"
+            out.append({"start": s.start, "end": s.end, "available": status == "free", "status": status,
                         "dentist_id": self.dentist_id})
         return out
 

@@ -186,9 +186,10 @@ class Schedule:
         if reason is not None:
             raise ScheduleError(reason, "slot_time")
 
-    def slots(self, day_from: date, day_to: date, *, now: datetime, busy: Any,
+    def slots(self, day_from: date, day_to: date, *, now: datetime, busy: Any = None,
               duration_minutes: int | None = None, buffer_minutes: int = 0) -> list[Slot]:
-        """Every grid slot of the local dates day_from..day_to; `busy` has overlaps(start, end)."""
+        """Every grid slot of the local dates day_from..day_to, available when the
+        rules allow it and `busy` (anything with overlaps(start, end)) has no overlap."""
         length = timedelta(minutes=duration_minutes or self.slot_minutes)
         blocked = length + timedelta(minutes=buffer_minutes)
         out = []
@@ -201,7 +202,8 @@ class Schedule:
             for begin, end in intervals:
                 at = begin
                 while at + step <= end:
-                    ok = (earliest <= at <= latest and at + length <= end and not busy.overlaps(at, at + blocked))
+                    ok = (earliest <= at <= latest and at + length <= end
+                          and not (busy is not None and busy.overlaps(at, at + blocked)))
                     out.append(Slot(at, at + length, ok))
                     at += step
             day += timedelta(days=1)
@@ -220,12 +222,14 @@ def _gap_end(zone: ZoneInfo, wall: datetime) -> datetime:
 class IntervalSet:
     """Half-open UTC intervals [start, end) by key, with O(log n + k) overlap queries.
 
-    Starts are kept sorted; a query bisects from `start - longest` so long
-    intervals that began earlier are still found.
+    Starts are kept sorted in a plain list (bisect compares datetimes in C);
+    a query bisects from `start - longest` so long intervals that began
+    earlier are still found.
     """
 
     def __init__(self) -> None:
-        self._starts: list[tuple[datetime, Any]] = []
+        self._starts: list[datetime] = []
+        self._keys: list[Any] = []  # parallel to _starts
         self._by_key: dict[Any, tuple[datetime, datetime]] = {}
         self._longest = timedelta(0)
 
@@ -236,7 +240,7 @@ class IntervalSet:
         return key in self._by_key
 
     def __iter__(self) -> Iterator[tuple[Any, datetime, datetime]]:
-        for start, key in self._starts:
+        for start, key in zip(self._starts, self._keys):
             yield key, start, self._by_key[key][1]
 
     def get(self, key: Any) -> tuple[datetime, datetime] | None:
@@ -245,32 +249,36 @@ class IntervalSet:
     def add(self, key: Any, start: datetime, end: datetime) -> None:
         self.remove(key)
         self._by_key[key] = (start, end)
-        bisect.insort(self._starts, (start, key), key=lambda item: item[0])
+        i = bisect.bisect_right(self._starts, start)
+        self._starts.insert(i, start)
+        self._keys.insert(i, key)
         self._longest = max(self._longest, end - start)
 
     def remove(self, key: Any) -> tuple[datetime, datetime] | None:
         found = self._by_key.pop(key, None)
         if found is not None:
-            i = bisect.bisect_left(self._starts, found[0], key=lambda item: item[0])
-            while self._starts[i][1] != key:
+            i = bisect.bisect_left(self._starts, found[0])
+            while self._keys[i] != key:
                 i += 1
             del self._starts[i]
+            del self._keys[i]
         return found
 
     def overlapping(self, start: datetime, end: datetime) -> list[Any]:
-        i = bisect.bisect_left(self._starts, start - self._longest, key=lambda item: item[0])
-        keys = []
-        while i < len(self._starts) and self._starts[i][0] < end:
-            key = self._starts[i][1]
-            if self._by_key[key][1] > start:
-                keys.append(key)
+        starts, keys, by_key = self._starts, self._keys, self._by_key
+        i = bisect.bisect_left(starts, start - self._longest)
+        found = []
+        while i < len(starts) and starts[i] < end:
+            if by_key[keys[i]][1] > start:
+                found.append(keys[i])
             i += 1
-        return keys
+        return found
 
     def overlaps(self, start: datetime, end: datetime) -> bool:
-        i = bisect.bisect_left(self._starts, start - self._longest, key=lambda item: item[0])
-        while i < len(self._starts) and self._starts[i][0] < end:
-            if self._by_key[self._starts[i][1]][1] > start:
+        starts, keys, by_key = self._starts, self._keys, self._by_key
+        i = bisect.bisect_left(starts, start - self._longest)
+        while i < len(starts) and starts[i] < end:
+            if by_key[keys[i]][1] > start:
                 return True
             i += 1
         return False

@@ -180,7 +180,7 @@ async def slot_queries(url: str, dsn: str, token: str, queries: int) -> list[flo
     first = datetime.now(timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0) + timedelta(days=1)
     await con.execute(
         "INSERT INTO appointments (patient_id, dentist_id, appointment_date, appointment_type) "
-        "SELECT $1, $2, $3 + g * interval '1 hour', 'checkup' FROM generate_series(0, 999) g", patient, dentist, first)
+        "SELECT $1, $2, $3::timestamptz + g * interval '1 hour', 'checkup' FROM generate_series(0, 999) g", patient, dentist, first)
     await con.close()
     latencies = []
     async with aiohttp.ClientSession() as session:

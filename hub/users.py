@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from typing import Any
 
@@ -24,17 +25,42 @@ FROM public.profiles p WHERE p.id = $1
 """
 
 
-async def principal(pool: asyncpg.Pool, claims: Claims) -> Principal:
-    """The caller with their roles; a user seen for the first time is signed
-    up as a patient, as Supabase's sign-up trigger would."""
-    if claims.role != "authenticated" or claims.sub is None:
-        return Principal(claims)
-    async with pool.acquire() as con:
-        row = await con.fetchrow(_ROLES, claims.sub)
-        if not row["known"]:
-            await con.execute(_SIGN_UP, claims.sub, claims.email)
+class Principals:
+    """Callers with their roles, cached briefly per process.
+
+    A role lookup per request would be one database round trip on every call;
+    roles change rarely, so each is trusted for `ttl` seconds (a change made
+    through this process applies at once, elsewhere within `ttl`).
+    """
+
+    def __init__(self, pool: asyncpg.Pool, *, ttl: float = 5.0, size: int = 50_000) -> None:
+        self._pool = pool
+        self._ttl = ttl
+        self._size = size
+        self._roles: dict[uuid.UUID, tuple[float, frozenset[str]]] = {}
+
+    def forget(self, user_id: uuid.UUID) -> None:
+        self._roles.pop(user_id, None)
+
+    async def get(self, claims: Claims) -> Principal:
+        """A user seen for the first time is signed up as a patient, as
+        Supabase's sign-up trigger would."""
+        if claims.role != "authenticated" or claims.sub is None:
+            return Principal(claims)
+        now = time.monotonic()
+        cached = self._roles.get(claims.sub)
+        if cached is not None and cached[0] > now:
+            return Principal(claims, cached[1])
+        async with self._pool.acquire() as con:
             row = await con.fetchrow(_ROLES, claims.sub)
-    return Principal(claims, frozenset(row["roles"]))
+            if not row["known"]:
+                await con.execute(_SIGN_UP, claims.sub, claims.email)
+                row = await con.fetchrow(_ROLES, claims.sub)
+        roles = frozenset(row["roles"])
+        if len(self._roles) >= self._size:
+            self._roles.clear()  # crude but bounded; entries are cheap to refetch
+        self._roles[claims.sub] = (now + self._ttl, roles)
+        return Principal(claims, roles)
 
 
 async def create_user(con: asyncpg.Connection, *, email: str | None, full_name: str | None,

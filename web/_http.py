@@ -17,6 +17,7 @@ from hub.config import Settings
 SETTINGS = web.AppKey("settings", Settings)
 POOL = web.AppKey("pool", asyncpg.Pool)
 BOOKING = web.AppKey("booking", Booking)
+PRINCIPALS = web.AppKey("principals", users.Principals)
 # Per-request facts the access log reports.
 REQUEST_ID = web.RequestKey("request_id", str)
 USER_ID = web.RequestKey("user_id", str)
@@ -49,7 +50,7 @@ async def principal(request: web.Request) -> Principal:
     claims = verify_token(request.app[SETTINGS].jwt_secret, bearer(request.headers.get("Authorization")))
     if claims.role == "anon":
         raise errors.unauthorized("Sign in required: anon tokens cannot call the API")
-    who = await users.principal(request.app[POOL], claims)
+    who = await request.app[PRINCIPALS].get(claims)
     request[PRINCIPAL] = who
     request[USER_ID] = str(who.user_id) if who.user_id else claims.role
     return who

@@ -13,7 +13,7 @@ from aiohttp import web
 
 from actors.dentist import DentistActor, Rules
 from actors.directory import Directory
-from hub import db, migrate
+from hub import db, migrate, users
 from hub.booking import Booking
 from hub.catalog import Catalog
 from hub.config import Settings
@@ -22,7 +22,7 @@ from hub.listener import Listener
 from hub.pubsub import PubSub
 from hub.sweeper import sweep_forever
 from web import appointments, availability, clinic, health, notifications, profiles
-from web._http import BOOKING, POOL, REQUEST_ID, SETTINGS, USER_ID, json
+from web._http import BOOKING, POOL, PRINCIPALS, REQUEST_ID, SETTINGS, USER_ID, json
 
 log = logging.getLogger("hub.http")
 
@@ -82,6 +82,7 @@ async def _postgres(app: web.Application) -> AsyncIterator[None]:
         await pool.close()
         raise
     app[POOL] = pool
+    app[PRINCIPALS] = users.Principals(pool)
     yield
     await asyncio.wait_for(pool.close(), 10)
 

@@ -14,7 +14,7 @@ from msgspec import UNSET, UnsetType
 from actors.schedule import Schedule, ScheduleError
 from hub import errors, users
 from hub.auth import require_role
-from web._http import POOL, json, own_user, path_id, principal, read
+from web._http import POOL, PRINCIPALS, json, own_user, path_id, principal, read
 
 routes = web.RouteTableDef()
 
@@ -122,6 +122,8 @@ async def create_dentist(request: web.Request) -> web.Response:
                 body.name, body.specialization, body.timezone, body.available_times, body.slot_minutes, body.user_id)
         except asyncpg.UniqueViolationError:
             raise errors.conflict("That user is already a dentist", user_id=str(body.user_id)) from None
+    if body.user_id is not None:
+        request.app[PRINCIPALS].forget(body.user_id)  # after commit: the new role applies at once
     return json(dict(row), status=201)
 
 
@@ -144,6 +146,8 @@ async def update_dentist(request: web.Request) -> web.Response:
             row = await _update(con, "public.dentists", dentist_id, changes, DENTIST_COLUMNS)
         except asyncpg.UniqueViolationError:
             raise errors.conflict("That user is already a dentist", user_id=str(changes["user_id"])) from None
+    if changes.get("user_id") is not None:
+        request.app[PRINCIPALS].forget(changes["user_id"])
     return json(dict(row))
 
 
@@ -157,4 +161,5 @@ async def put_roles(request: web.Request) -> web.Response:
         raise errors.conflict("Admins cannot remove their own admin role (ask another admin)")
     async with request.app[POOL].acquire() as con:
         roles = await users.set_roles(con, user_id, body.roles)
+    request.app[PRINCIPALS].forget(user_id)
     return json({"user_id": str(user_id), "roles": roles})
