@@ -65,8 +65,8 @@ class Settings:
         var_dir = Path(env.get("HUB_VAR_DIR") or ROOT / "var")
         secret = env.get("JWT_SECRET", "")
         if not secret:
-            if mode == "production":
-                raise ConfigError("JWT_SECRET must be set when HUB_ENV=production")
+            if mode != "development":
+                raise ConfigError(f"JWT_SECRET must be set when HUB_ENV={mode} (only development generates one)")
             secret = _dev_secret(var_dir)
         elif len(secret) < 32:
             raise ConfigError("JWT_SECRET must be at least 32 characters (HS256 needs a 256-bit key)")

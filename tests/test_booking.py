@@ -382,3 +382,41 @@ async def test_sweeper_releases_orphaned_holds(api, clinic) -> None:
     kinds = [r["event_type"] for r in await api.pool.fetch(
         "SELECT event_type FROM realtime_events WHERE record_id = $1 ORDER BY version", hold)]
     assert kinds == ["INSERT", "DELETE"]
+
+
+async def test_naive_datetimes_and_wrong_types_are_refused(api, clinic) -> None:
+    naive = slot_at()[:19]  # no offset
+    status, body = await api.post("/api/appointments", clinic.patient, json={
+        "dentist_id": clinic.dentist_id, "appointment_date": naive, "appointment_type": "checkup"})
+    error = assert_error(status, body, 400, "VALIDATION_ERROR")
+    assert error["details"]["field"] == "appointment_date" and "timezone" in error["message"]
+    status, body = await api.post(f"/api/availability/{clinic.dentist_id}/reservations", clinic.patient,
+                                  json={"slot_time": naive})
+    assert assert_error(status, body, 400, "VALIDATION_ERROR")["details"]["field"] == "slot_time"
+    status, body = await api.post("/api/appointments", clinic.patient, json={
+        "dentist_id": 42, "appointment_date": slot_at(), "appointment_type": "checkup"})
+    assert assert_error(status, body, 400, "VALIDATION_ERROR")["details"]["field"] == "dentist_id"
+
+
+async def test_idempotent_holds(api, clinic) -> None:
+    url = f"/api/availability/{clinic.dentist_id}/reservations"
+    headers = {"Idempotency-Key": "hold-1"}
+    first = await api.post(url, clinic.patient, json={"slot_time": slot_at(days=14)}, headers=headers)
+    again = await api.post(url, clinic.patient, json={"slot_time": slot_at(days=14)}, headers=headers)
+    assert first[0] == again[0] == 201 and first[1]["id"] == again[1]["id"]
+    status, body = await api.post(url, clinic.patient, json={"slot_time": slot_at(days=14, hour=11)}, headers=headers)
+    assert_error(status, body, 409, "CONFLICT")
+
+
+async def test_notice_and_horizon_are_per_dentist(api, clinic) -> None:
+    status, body = await api.put(f"/api/dentists/{clinic.dentist_id}", clinic.admin,
+                                 json={"min_notice_minutes": 0, "horizon_days": 10})
+    assert status == 200 and (body["min_notice_minutes"], body["horizon_days"]) == (0, 10)
+    soon = (datetime.now(timezone.utc) + timedelta(minutes=45)).replace(second=0, microsecond=0)
+    soon = soon.replace(minute=0 if soon.minute < 30 else 30) + timedelta(minutes=30)
+    status, body = await api.post("/api/appointments", clinic.patient, json={
+        "dentist_id": clinic.dentist_id, "appointment_date": soon.isoformat(), "appointment_type": "checkup"})
+    assert status == 201, body
+    status, body = await api.post("/api/appointments", clinic.patient, json={
+        "dentist_id": clinic.dentist_id, "appointment_date": slot_at(days=12), "appointment_type": "checkup"})
+    assert "horizon of 10 days" in assert_error(status, body, 400, "VALIDATION_ERROR")["message"]

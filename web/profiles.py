@@ -30,12 +30,18 @@ class UpdateProfile(msgspec.Struct, forbid_unknown_fields=True):
     email: Annotated[str, msgspec.Meta(max_length=320, pattern=r"^[^@\s]+@[^@\s]+$")] | None | UnsetType = UNSET
 
 
+NoticeMinutes = Annotated[int, msgspec.Meta(ge=0, le=43200)]
+HorizonDays = Annotated[int, msgspec.Meta(ge=1, le=730)]
+
+
 class CreateDentist(msgspec.Struct, forbid_unknown_fields=True):
     name: Name
     timezone: str
     specialization: Text | None = None
     available_times: dict[str, str] = {}
     slot_minutes: SlotMinutes = 30
+    min_notice_minutes: NoticeMinutes = 120
+    horizon_days: HorizonDays = 90
     user_id: uuid.UUID | None = None
 
 
@@ -44,6 +50,8 @@ class UpdateDentist(msgspec.Struct, forbid_unknown_fields=True):
     specialization: Text | None | UnsetType = UNSET
     timezone: str | UnsetType = UNSET
     slot_minutes: SlotMinutes | UnsetType = UNSET
+    min_notice_minutes: NoticeMinutes | UnsetType = UNSET
+    horizon_days: HorizonDays | UnsetType = UNSET
     user_id: uuid.UUID | None | UnsetType = UNSET
 
 
@@ -52,7 +60,7 @@ class SetRoles(msgspec.Struct, forbid_unknown_fields=True):
 
 
 DENTIST_COLUMNS = ("id, user_id, name, specialization, timezone, slot_minutes, available_times, "
-                   "date_overrides, version, created_at, updated_at")
+                   "date_overrides, min_notice_minutes, horizon_days, version, created_at, updated_at")
 
 
 def _changes(struct: msgspec.Struct) -> dict[str, Any]:
@@ -117,9 +125,11 @@ async def create_dentist(request: web.Request) -> web.Response:
             await _make_dentist_user(con, body.user_id)
         try:
             row = await con.fetchrow(
-                f"INSERT INTO public.dentists (name, specialization, timezone, available_times, slot_minutes, user_id) "
-                f"VALUES ($1, $2, $3, $4, $5, $6) RETURNING {DENTIST_COLUMNS}",
-                body.name, body.specialization, body.timezone, body.available_times, body.slot_minutes, body.user_id)
+                f"INSERT INTO public.dentists (name, specialization, timezone, available_times, slot_minutes, "
+                f"min_notice_minutes, horizon_days, user_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) "
+                f"RETURNING {DENTIST_COLUMNS}",
+                body.name, body.specialization, body.timezone, body.available_times, body.slot_minutes,
+                body.min_notice_minutes, body.horizon_days, body.user_id)
         except asyncpg.UniqueViolationError:
             raise errors.conflict("That user is already a dentist", user_id=str(body.user_id)) from None
     if body.user_id is not None:
