@@ -195,6 +195,12 @@ async def slot_queries(url: str, dsn: str, token: str, queries: int) -> list[flo
     return latencies[50:]  # the first few warm the actor up
 
 
+def _cpu(pid: int) -> float:
+    """User+system CPU seconds of a process, from /proc (Linux)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--bookings", type=int, default=6000)
@@ -220,9 +226,12 @@ async def main() -> None:
               f"{'DATABASE_URL' if os.environ.get('DATABASE_URL') else 'embedded'}", flush=True)
         # Warm-up: activate every dentist's actor and the connection pool.
         await closed_loop(url, tokens, Slots(dentists, start), args.dentists, args.clients)
+        cpu_before = _cpu(proc.pid)
         elapsed, lat = await closed_loop(url, tokens, Slots(dentists, start + timedelta(days=1)), args.bookings,
                                          args.clients)
         hub_rate = args.bookings / elapsed
+        print(f"hub process CPU: {(_cpu(proc.pid) - cpu_before) / args.bookings * 1000:.2f} ms per booking "
+              f"({(_cpu(proc.pid) - cpu_before) / elapsed * 100:.0f}% of one core)")
         print(f"hub bookings: {hub_rate:.0f}/s over {args.bookings} bookings, {args.clients} clients, "
               f"{args.dentists} dentists", flush=True)
         print(report("hub booking latency (closed loop)", lat), flush=True)
