@@ -160,17 +160,16 @@ class DentistActor(Actor):
         self.version = event.version
         return True
 
-    async def _catch_up(self, con: asyncpg.Connection, target: int) -> list[events.Event]:
-        """Apply what others committed since our version (or reload on a gap);
-        returns those events, for the caller to publish."""
+    async def _catch_up(self, con: asyncpg.Connection, target: int) -> None:
+        """Apply what others committed since our version (or reload on a gap).
+        Their events reach subscribers through the feed, not from here."""
         if target <= self.version:
-            return []
+            return
         missed = await events.since(con, self.dentist_id, self.version)
         if [e.version for e in missed] != list(range(self.version + 1, target + 1)) \
                 or not all(self._apply_one(e) for e in missed):
             await self._load(con)
         self._arm_timer()
-        return missed
 
     def _apply_one(self, event: events.Event) -> bool:
         return event.version == self.version + 1 and self._apply(event)
@@ -178,26 +177,21 @@ class DentistActor(Actor):
     async def _write(self, work: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
         """Run `work` in a transaction under the dentist's row lock, then apply
         and publish the events it produced. A failed commit changes nothing."""
-        missed: list[events.Event] = []
-        try:
-            async with self._pool.acquire() as con:
-                async with con.transaction():
-                    current = await con.fetchval(sql.LOCK, self.dentist_id)
-                    if current is None:
-                        raise errors.not_found("dentist", self.dentist_id)
-                    missed = await self._catch_up(con, current)
-                    result = await work(con)
-                    produced = await events.since(con, self.dentist_id, current)
-        finally:
-            if missed:  # committed by others, whatever became of ours
-                self._publish(missed)
+        async with self._pool.acquire() as con:
+            async with con.transaction():
+                current = await con.fetchval(sql.LOCK, self.dentist_id)
+                if current is None:
+                    raise errors.not_found("dentist", self.dentist_id)
+                await self._catch_up(con, current)
+                result = await work(con)
+                produced = await events.since(con, self.dentist_id, current)
         for event in produced:
             if not self._apply(event):
                 async with self._pool.acquire() as con:
                     await self._load(con)
         self._arm_timer()
         if produced:
-            self._publish(produced)
+            self._publish(produced)  # the fast path to this process's subscribers
         return result
 
     # ---- the turn ----------------------------------------------------------
@@ -225,9 +219,7 @@ class DentistActor(Actor):
                 return await self._expire()
             case Sync(version=version):
                 async with self._pool.acquire() as con:
-                    missed = await self._catch_up(con, version)
-                if missed:
-                    self._publish(missed)
+                    await self._catch_up(con, version)
                 return self.version
         raise TypeError(f"unknown message {type(msg).__name__}")
 

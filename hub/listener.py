@@ -1,9 +1,11 @@
 """Cross-process events: LISTEN for the triggers' NOTIFY and hand each
-reference to the dentist's live actor, which reads the events themselves
-from `realtime_events` (NOTIFY carries a reference, never a row).
+reference to the feed (which reads the events themselves from
+`realtime_events`: NOTIFY carries a reference, never a row) and to the
+dentist's live actor, which catches up its memory.
 
-A lost connection is retried with backoff; on reconnect every live actor is
-told the dentist's current version, so nothing committed meanwhile is lost.
+A lost connection is retried with backoff; on reconnect the feed and every
+live actor are told each dentist's current version, so nothing committed
+meanwhile is lost.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from actors.directory import Directory
 from actors.messages import Sync
 from hub import db
 from hub.catalog import Catalog
+from hub.feed import Feed
 
 log = logging.getLogger("hub.listener")
 
@@ -29,9 +32,11 @@ _decode = msgspec.json.Decoder(dict[str, Any]).decode
 
 class Listener:
     def __init__(self, dsn: str, pool: asyncpg.Pool, directory: Directory[DentistActor], catalog: Catalog,
-                 *, keepalive: float = 5.0) -> None:
+                 feed: Feed, *, keepalive: float = 5.0) -> None:
         self._dsn = dsn
         self._pool = pool
+        self._feed = feed
+        self.extra_channels: dict[str, Any] = {}  # channel -> callback(payload), e.g. notifications
         self._directory = directory
         self._catalog = catalog
         self._keepalive = keepalive
@@ -42,7 +47,9 @@ class Listener:
     def _on_event(self, con: Any, pid: int, channel: str, payload: str) -> None:
         try:
             ref = _decode(payload)
-            self._directory.tell_if_live(str(uuid.UUID(ref["dentist_id"])), Sync(version=int(ref["version"])))
+            dentist, version = uuid.UUID(ref["dentist_id"]), int(ref["version"])
+            self._feed.notice(dentist, version)
+            self._directory.tell_if_live(str(dentist), Sync(version=version))
         except (msgspec.DecodeError, KeyError, ValueError, TypeError):
             log.warning("ignored a malformed hub_events payload: %.200s", payload)
 
@@ -52,11 +59,12 @@ class Listener:
     async def _resync(self) -> None:
         """After (re)connecting: tell each live actor where its dentist is now."""
         await self._catalog.load(self._pool)
-        keys = [a.dentist_id for a in self._directory.actors()]
+        keys = list({a.dentist_id for a in self._directory.actors()} | set(self._feed.known()))
         if not keys:
             return
         rows = await self._pool.fetch("SELECT id, version FROM public.dentists WHERE id = ANY($1)", keys)
         for row in rows:
+            self._feed.notice(row["id"], row["version"])
             self._directory.tell_if_live(str(row["id"]), Sync(version=row["version"]))
 
     async def run(self) -> None:
@@ -69,6 +77,8 @@ class Listener:
                 con.add_termination_listener(lambda _: lost.set())
                 await con.add_listener("hub_events", self._on_event)
                 await con.add_listener("hub_catalog", self._on_catalog)
+                for channel, callback in self.extra_channels.items():
+                    await con.add_listener(channel, callback)
                 self.connected = True
                 await self._resync()
                 self.ready.set()

@@ -9,6 +9,7 @@ import time
 import uuid
 from typing import Any, AsyncIterator, Awaitable, Callable
 
+import msgspec
 from aiohttp import web
 
 from actors.dentist import DentistActor, Rules
@@ -18,9 +19,11 @@ from hub.booking import Booking
 from hub.catalog import Catalog
 from hub.config import Settings
 from hub.errors import ErrorCode, HubError
+from hub.feed import Feed
 from hub.listener import Listener
 from hub.pubsub import PubSub
 from hub.sweeper import sweep_forever
+from web.realtime import Realtime
 from web import appointments, availability, clinic, health, notifications, profiles
 from web._http import BOOKING, POOL, PRINCIPALS, REQUEST_ID, SETTINGS, USER_ID, json
 
@@ -90,6 +93,8 @@ async def _postgres(app: web.Application) -> AsyncIterator[None]:
 PUBSUB = web.AppKey("pubsub", PubSub)
 DIRECTORY = web.AppKey("directory", Directory)
 LISTENER = web.AppKey("listener", Listener)
+REALTIME = web.AppKey("realtime", Realtime)
+_decode_ref = msgspec.json.Decoder(dict[str, str]).decode
 
 
 def _supervised(coro: Awaitable[None], name: str) -> asyncio.Task[None]:
@@ -110,16 +115,29 @@ async def _actors(app: web.Application) -> AsyncIterator[None]:
     catalog = Catalog()
     await catalog.load(pool)
     pubsub = PubSub()
+    feed = Feed(pool, pubsub)
     rules = Rules(hold_ttl_seconds=settings.hold_ttl_seconds, hold_max_age_seconds=settings.hold_max_age_seconds,
                   max_holds_per_patient=settings.max_holds_per_patient,
                   cancellation_window_hours=settings.cancellation_window_hours)
     directory: Directory[DentistActor] = Directory(
-        lambda key: DentistActor(key, pool=pool, catalog=catalog, rules=rules, publish=pubsub.publish))
-    listener = Listener(settings.database_url or "", pool, directory, catalog)
+        lambda key: DentistActor(key, pool=pool, catalog=catalog, rules=rules, publish=feed.publish))
+    listener = Listener(settings.database_url or "", pool, directory, catalog, feed)
     app[PUBSUB], app[DIRECTORY], app[LISTENER] = pubsub, directory, listener
-    app[BOOKING] = Booking(pool, directory, catalog, settings)
+    booking = app[BOOKING] = Booking(pool, directory, catalog, settings)
+    realtime = app[REALTIME] = Realtime(pool, app[PRINCIPALS], booking, settings.jwt_secret)
+    pubsub.subscribe(realtime.on_event)
+
+    def notified(con: Any, pid: int, channel: str, payload: str) -> None:
+        try:
+            ref = _decode_ref(payload)
+            asyncio.get_running_loop().create_task(
+                realtime.on_notification(uuid.UUID(ref["id"]), uuid.UUID(ref["user_id"])))
+        except (msgspec.DecodeError, KeyError, ValueError):
+            log.warning("ignored a malformed hub_notifications payload")
+
+    listener.extra_channels["hub_notifications"] = notified
     tasks = [_supervised(listener.run(), "listener"), _supervised(directory.reap_forever(), "reaper"),
-             _supervised(sweep_forever(pool), "sweeper")]
+             _supervised(sweep_forever(pool), "sweeper"), _supervised(_expire_tokens(realtime), "tokens")]
     try:  # serve only once events from other processes can reach us
         await asyncio.wait_for(listener.ready.wait(), 10)
     except TimeoutError:
@@ -131,11 +149,29 @@ async def _actors(app: web.Application) -> AsyncIterator[None]:
     await asyncio.gather(*tasks, return_exceptions=True)
 
 
+async def _expire_tokens(realtime: Realtime, every: float = 5.0) -> None:
+    """Channels whose token ran out are ended, as Supabase Realtime does."""
+    while True:
+        await asyncio.sleep(every)
+        realtime.expire_tokens()
+
+
+async def _close_sockets(app: web.Application) -> None:
+    if REALTIME in app:
+        await app[REALTIME].close_all()
+
+
+async def _websocket(request: web.Request) -> web.StreamResponse:
+    return await request.app[REALTIME].websocket(request)
+
+
 async def _realtime_health(app: web.Application) -> dict[str, int]:
     listener = app[LISTENER]
     if not listener.connected:
         raise ConnectionError("event listener is not connected to the database")
-    return {"reconnects": listener.reconnects}
+    realtime = app[REALTIME]
+    return {"reconnects": listener.reconnects, "sockets": len(realtime.sessions),
+            "slow_disconnects": realtime.slow_disconnects}
 
 
 async def _actors_health(app: web.Application) -> dict[str, Any]:
@@ -158,4 +194,6 @@ def create_app(settings: Settings) -> web.Application:
     health.register(app, "actors", _actors_health)
     for module in (health, profiles, availability, appointments, notifications, clinic):
         app.add_routes(module.routes)
+    app.router.add_get("/realtime/v1/websocket", _websocket)
+    app.on_shutdown.append(_close_sockets)
     return app

@@ -1,0 +1,82 @@
+"""This process's ordered stream of committed events, each exactly once.
+
+Two sources feed it: the dentist actors of this process publish their own
+events right after commit (the fast path), and the listener reports what
+NOTIFY says was committed anywhere (other processes, psql). Per dentist the
+feed remembers the last version it published; an event at or below it is a
+duplicate, one above it by more than one means something was missed, and
+the gap is read from `realtime_events` before anything later goes out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+
+import asyncpg
+
+from hub import events
+from hub.events import Event
+from hub.pubsub import PubSub
+
+log = logging.getLogger("hub.feed")
+
+
+class Feed:
+    def __init__(self, pool: asyncpg.Pool, pubsub: PubSub) -> None:
+        self._pool = pool
+        self._pubsub = pubsub
+        self._last: dict[uuid.UUID, int] = {}
+        self._wanted: dict[uuid.UUID, int] = {}
+        self._filling: dict[uuid.UUID, asyncio.Task[None]] = {}
+
+    def last_version(self, dentist_id: uuid.UUID) -> int | None:
+        return self._last.get(dentist_id)
+
+    def publish(self, batch: list[Event]) -> None:
+        """Events this process committed, in version order."""
+        for event in batch:
+            last = self._last.get(event.dentist_id)
+            if last is not None and event.version <= last:
+                continue
+            if event.dentist_id not in self._filling and (last is None or event.version == last + 1):
+                self._emit(event)
+            else:
+                self.notice(event.dentist_id, event.version)
+
+    def notice(self, dentist_id: uuid.UUID, version: int) -> None:
+        """Something up to `version` was committed for this dentist: make sure it goes out."""
+        last = self._last.get(dentist_id)
+        if last is not None and version <= last:
+            return
+        self._wanted[dentist_id] = max(self._wanted.get(dentist_id, 0), version)
+        if dentist_id not in self._filling:
+            self._filling[dentist_id] = asyncio.get_running_loop().create_task(self._fill(dentist_id))
+
+    def known(self) -> list[uuid.UUID]:
+        return list(self._last)
+
+    def _emit(self, event: Event) -> None:
+        self._last[event.dentist_id] = event.version
+        self._pubsub.publish([event])
+
+    async def _fill(self, dentist_id: uuid.UUID) -> None:
+        try:
+            while True:
+                target = self._wanted.get(dentist_id, 0)
+                last = self._last.get(dentist_id)
+                if last is not None and last >= target:
+                    return
+                after = last if last is not None else target - 1  # first sight: from this event on
+                missed = await events.since(self._pool, dentist_id, after)
+                if not missed:
+                    return  # pruned or rolled back: nothing to send
+                for event in missed:
+                    if event.version > self._last.get(dentist_id, -1):
+                        self._emit(event)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
+            log.warning("could not read missed events of %s: %s (the listener retries on reconnect)",
+                        dentist_id, exc)
+        finally:
+            self._filling.pop(dentist_id, None)

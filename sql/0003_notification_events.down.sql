@@ -1,0 +1,2 @@
+DROP TRIGGER IF EXISTS notifications_created ON public.notifications;
+DROP FUNCTION IF EXISTS public.on_notification();

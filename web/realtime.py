@@ -1,0 +1,432 @@
+"""`/realtime/v1/websocket`: Supabase Realtime's protocol over the hub's events.
+
+Routing: every event from the feed goes to the channels indexed under its
+dentist, its patient and its table; each channel decides what it means for
+its caller (`web/session.py` Channel.deliver), and the frames are encoded
+once per topic and serializer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import time
+import uuid
+from typing import Any
+
+import asyncpg
+import msgspec
+from aiohttp import web
+
+from hub import errors, events, protocol
+from hub.auth import Principal, verify_token
+from hub.booking import Booking, CreateAppointmentDTO, ReserveDTO, SlotsQuery, UpdateAppointmentDTO
+from hub.errors import HubError
+from hub.events import Event
+from hub.protocol import Message
+from hub.users import Principals
+from web import channels
+from web.channels import Viewer
+from web.session import MAX_CHANNELS, RESTART, Channel, Session
+
+log = logging.getLogger("hub.realtime")
+
+REPLAY_LIMIT = 1000   # a client further behind than this reloads instead
+MAX_FRAME = 64 * 1024
+
+
+class _Target(msgspec.Struct, forbid_unknown_fields=True):
+    reservation_id: uuid.UUID
+
+
+class Realtime:
+    def __init__(self, pool: asyncpg.Pool, principals: Principals, booking: Booking, secret: str) -> None:
+        self._pool = pool
+        self._principals = principals
+        self._booking = booking
+        self._secret = secret
+        self.sessions: set[Session] = set()
+        # channel indexes: by canonical topic, and by table for postgres_changes
+        self._by_topic: dict[str, set[Channel]] = collections.defaultdict(set)
+        self._by_table: dict[str, set[Channel]] = collections.defaultdict(set)
+        self._presence: dict[str, dict[str, dict[str, Any]]] = collections.defaultdict(dict)
+        self.slow_disconnects = 0
+        self.delivered = 0
+
+    # ---- fan-out ---------------------------------------------------------
+
+    def on_event(self, event: Event) -> None:
+        targets: set[Channel] = set()
+        d = event.dentist_id
+        targets |= self._by_topic.get(f"availability:dentist_id={d}", set())
+        if event.table_name == "appointments":
+            targets |= self._by_topic.get(f"appointments:dentist_id={d}", set())
+            for row in (event.new, event.old):
+                if row is not None:
+                    targets |= self._by_topic.get(f"appointments:patient_id={row['patient_id']}", set())
+        targets |= self._by_table.get(event.table_name, set())
+        cache: dict[Any, Any] = {}
+        for channel in targets:
+            channel.deliver(event, cache)
+        self.delivered += len(targets)
+
+    async def on_notification(self, notification_id: uuid.UUID, user_id: uuid.UUID) -> None:
+        subscribers = self._by_topic.get(f"notifications:user_id={user_id}")
+        if not subscribers:
+            return
+        row = await self._pool.fetchrow("SELECT id, user_id, kind, title, body, data, read_at, created_at "
+                                        "FROM public.notifications WHERE id = $1", notification_id)
+        if row is None:
+            return
+        payload = {"type": "broadcast", "event": "INSERT", "payload": {"event": "INSERT", "new": dict(row),
+                                                                          "old": None}}
+        frames: dict[tuple[str, str], bytes] = {}
+        for channel in list(subscribers):
+            key = (channel.topic.name, channel.session.vsn)
+            if key not in frames:
+                frames[key] = protocol.encode(channel.session.vsn, channel.topic.name, "broadcast", payload)
+            channel.session.push(frames[key])
+
+    # ---- sessions ----------------------------------------------------------
+
+    async def websocket(self, request: web.Request) -> web.StreamResponse:
+        """Authenticate by the `apikey` query parameter, then speak Phoenix."""
+        vsn = request.query.get("vsn", protocol.V1)
+        if vsn not in protocol.VERSIONS:
+            raise errors.invalid(f"vsn must be one of {', '.join(protocol.VERSIONS)}", field="vsn", location="query")
+        claims = verify_token(self._secret, request.query.get("apikey")
+                              or (request.headers.get("Authorization", "").partition(" ")[2] or None))
+        principal = await self._principals.get(claims)
+        ws = web.WebSocketResponse(heartbeat=30, max_msg_size=MAX_FRAME, compress=False)
+        await ws.prepare(request)
+        session = Session(ws, vsn, principal, self, request.transport)
+        self.sessions.add(session)
+        try:
+            await session.run()
+        finally:
+            self.sessions.discard(session)
+        return ws
+
+    async def close_all(self) -> None:
+        """On shutdown: tell every client to reconnect elsewhere and resume."""
+        for session in list(self.sessions):
+            session.close_soon(RESTART)
+        if self.sessions:
+            await asyncio.sleep(0.2)
+
+    def leave(self, channel: Channel) -> None:
+        canonical = channel.topic.canonical
+        self._by_topic.get(canonical, set()).discard(channel)
+        for binding in channel.bindings:
+            self._by_table.get(binding.table, set()).discard(channel)
+        if channel.presence_key and channel.presence_key in self._presence.get(canonical, {}):
+            self._untrack(channel)
+
+    # ---- messages ------------------------------------------------------------
+
+    async def handle(self, session: Session, msg: Message) -> None:
+        if msg.topic == "phoenix":
+            if msg.event == "heartbeat":
+                session.push(protocol.reply(session.vsn, msg, "ok", {}))
+                return
+            raise errors.invalid(f"unknown event {msg.event!r} on topic phoenix", field="event")
+        if msg.event == "phx_join":
+            await self._join(session, msg)
+            return
+        channel = session.channels.get(msg.topic)
+        if channel is None:
+            raise errors.invalid(f"join {msg.topic!r} before sending {msg.event!r} to it", field="topic")
+        if msg.event == "phx_leave":
+            self.leave(channel)
+            del session.channels[msg.topic]
+            session.push(protocol.reply(session.vsn, msg, "ok", {}))
+            session.push(protocol.encode(session.vsn, msg.topic, "phx_close", {}, msg.ref, channel.join_ref))
+        elif msg.event == "access_token":
+            await self._refresh(channel, msg)
+        elif msg.event == "broadcast":
+            self._broadcast(channel, msg)
+        elif msg.event == "presence":
+            self._presence_push(channel, msg)
+        elif msg.event in COMMANDS:
+            self._check_token(channel)
+            result = await COMMANDS[msg.event](self._booking, channel, msg.payload)
+            session.push(protocol.reply(session.vsn, msg, "ok", result))
+        else:
+            raise errors.invalid(f"unknown event {msg.event!r}; commands are {', '.join(COMMANDS)}", field="event")
+
+    async def _viewer(self, principal: Principal) -> Viewer:
+        dentists: frozenset[uuid.UUID] = frozenset()
+        if principal.has_role("dentist") and principal.user_id is not None:
+            rows = await self._pool.fetch("SELECT id FROM public.dentists WHERE user_id = $1", principal.user_id)
+            dentists = frozenset(r["id"] for r in rows)
+        return Viewer(principal, dentists)
+
+    async def _principal_for(self, session: Session, token: Any) -> Principal:
+        if token is None:
+            principal = session.principal
+        elif isinstance(token, str):
+            principal = await self._principals.get(verify_token(self._secret, token))
+        else:
+            raise errors.unauthorized("access_token must be a string")
+        if principal.claims.role == "anon":
+            raise errors.unauthorized("Sign in required: join with a user's access_token")
+        return principal
+
+    async def _join(self, session: Session, msg: Message) -> None:
+        payload = msg.payload
+        config = payload.get("config") or {}
+        if not isinstance(config, dict):
+            raise errors.invalid("config must be an object", field="config")
+        topic = channels.parse_topic(msg.topic)
+        if msg.topic in session.channels:
+            self.leave(session.channels.pop(msg.topic))  # a rejoin replaces the old subscription
+        if len(session.channels) >= MAX_CHANNELS:
+            raise errors.invalid(f"a socket may join at most {MAX_CHANNELS} channels", field="topic")
+        principal = await self._principal_for(session, payload.get("access_token"))
+        viewer = await self._viewer(principal)
+        channels.authorize_join(topic, viewer)
+        if topic.kind is not None and topic.kind[1] == "dentist_id":
+            await self._booking.dentist_user(topic.key)  # NOT_FOUND for an unknown dentist
+        raw_bindings = config.get("postgres_changes") or []
+        if not isinstance(raw_bindings, list) or len(raw_bindings) > 20:
+            raise errors.invalid("postgres_changes must be a list of at most 20 bindings", field="postgres_changes")
+        bindings = [channels.parse_binding(spec) for spec in raw_bindings]
+        versions = _versions(config.get("versions", payload.get("versions")))
+        broadcast = config.get("broadcast") or {}
+        presence = config.get("presence") or {}
+        channel = Channel(session, topic, msg.join_ref or msg.ref, viewer, principal.claims.exp, bindings,
+                          broadcast_self=bool(broadcast.get("self")), broadcast_ack=bool(broadcast.get("ack")),
+                          presence_key=str(presence.get("key") or "") or uuid.uuid4().hex)
+        if versions:
+            channel.pending = []  # hold live events until the replay is out
+        session.channels[msg.topic] = channel
+        self._by_topic[topic.canonical].add(channel)
+        for binding in bindings:
+            self._by_table[binding.table].add(channel)
+        session.push(protocol.reply(session.vsn, msg, "ok",
+                                    {"postgres_changes": [b.reply() for b in bindings]}))
+        if bindings:
+            session.push(protocol.encode(session.vsn, msg.topic, "system", {
+                "status": "ok", "extension": "postgres_changes", "channel": topic.canonical,
+                "message": "Subscribed to PostgreSQL"}, None, channel.join_ref))
+        session.push(protocol.encode(session.vsn, msg.topic, "presence_state", self._presence_state(topic.canonical),
+                                     None, channel.join_ref))
+        if versions:
+            await self._replay(channel, versions)
+
+    async def _replay(self, channel: Channel, versions: dict[uuid.UUID, int]) -> None:
+        """Missed events from the log in order, then the live ones held meanwhile."""
+        try:
+            for dentist_id, version in versions.items():
+                missed = await events.since(self._pool, dentist_id, version, REPLAY_LIMIT + 1)
+                current = await self._pool.fetchval("SELECT version FROM public.dentists WHERE id = $1", dentist_id)
+                behind = current is not None and current > version
+                if behind and (not missed or missed[0].version != version + 1 or len(missed) > REPLAY_LIMIT):
+                    self._reload(channel, dentist_id, version)
+                    continue
+                held, channel.pending = channel.pending, None
+                for event in missed:
+                    channel.deliver(event, {})
+                channel.pending = held
+        finally:
+            channel.flush_pending()
+
+    def _reload(self, channel: Channel, dentist_id: uuid.UUID, version: int) -> None:
+        session = channel.session
+        session.push(protocol.encode(session.vsn, channel.topic.name, "system", {
+            "status": "error", "extension": "replay", "channel": channel.topic.canonical, "code": "RELOAD",
+            "dentist_id": dentist_id, "version": version,
+            "message": "Too far behind to replay (past retention or the replay limit): reload the state "
+                       "over REST, then rejoin without versions"}, None, channel.join_ref))
+
+    # ---- tokens --------------------------------------------------------------
+
+    def _check_token(self, channel: Channel) -> None:
+        if channel.token_exp <= time.time():
+            self._expire(channel)
+            raise errors.unauthorized("Token has expired")
+
+    def _expire(self, channel: Channel) -> None:
+        """End a channel whose token ran out, the way Supabase Realtime does."""
+        session = channel.session
+        session.push(protocol.encode(session.vsn, channel.topic.name, "system", {
+            "status": "error", "extension": "system", "channel": channel.topic.canonical,
+            "message": "Token has expired"}, None, channel.join_ref))
+        session.push(protocol.encode(session.vsn, channel.topic.name, "phx_close", {}, None, channel.join_ref))
+        self.leave(channel)
+        session.channels.pop(channel.topic.name, None)
+
+    async def _refresh(self, channel: Channel, msg: Message) -> None:
+        token = msg.payload.get("access_token")
+        try:
+            principal = await self._principal_for(channel.session, token)
+            if principal.user_id != channel.viewer.principal.user_id or \
+                    principal.claims.role != channel.viewer.principal.claims.role:
+                raise errors.unauthorized("access_token is for another user; join again instead")
+        except HubError as exc:
+            channel.session.push(protocol.reply(channel.session.vsn, msg, "error", {"reason": exc.message,
+                                                                                   **exc.body()}))
+            self._expire(channel)
+            return
+        channel.viewer = await self._viewer(principal)
+        channel.token_exp = principal.claims.exp
+        channel.session.push(protocol.reply(channel.session.vsn, msg, "ok", {}))
+
+    def expire_tokens(self) -> int:
+        now = time.time()
+        expired = [c for s in list(self.sessions) for c in list(s.channels.values()) if c.token_exp <= now]
+        for channel in expired:
+            self._expire(channel)
+        return len(expired)
+
+    # ---- client broadcast and presence -----------------------------------------
+
+    def _broadcast(self, channel: Channel, msg: Message) -> None:
+        if channel.topic.kind is not None:
+            raise errors.forbidden("clients cannot broadcast on the hub's own channels")
+        event = msg.payload.get("event")
+        if not isinstance(event, str) or not event:
+            raise errors.invalid("broadcast needs an event name", field="event")
+        frames: dict[tuple[str, str], bytes] = {}
+        payload = {"type": "broadcast", "event": event, "payload": msg.payload.get("payload")}
+        for other in list(self._peers(channel)):
+            if other is channel and not channel.broadcast_self:
+                continue
+            key = (other.topic.name, other.session.vsn)
+            if key not in frames:
+                frames[key] = protocol.encode(other.session.vsn, other.topic.name, "broadcast", payload)
+            other.session.push(frames[key])
+        if channel.broadcast_ack and msg.ref is not None:
+            channel.session.push(protocol.reply(channel.session.vsn, msg, "ok", {}))
+
+    def _peers(self, channel: Channel) -> set[Channel]:
+        """Channels of every local socket joined to the same topic."""
+        return set(self._by_topic.get(channel.topic.canonical, ()))
+
+    def _presence_state(self, canonical: str) -> dict[str, Any]:
+        return {key: {"metas": [meta]} for key, meta in self._presence.get(canonical, {}).items()}
+
+    def _presence_push(self, channel: Channel, msg: Message) -> None:
+        kind = msg.payload.get("event")
+        canonical = channel.topic.canonical
+        if kind == "track":
+            meta = msg.payload.get("payload") or {}
+            if not isinstance(meta, dict) or len(msgspec.json.encode(meta)) > 4096:
+                raise errors.invalid("presence payload must be an object under 4 KiB", field="payload")
+            previous = self._presence[canonical].get(channel.presence_key)
+            entry = {**meta, "phx_ref": uuid.uuid4().hex[:20]}
+            if previous is not None:
+                entry["phx_ref_prev"] = previous["phx_ref"]
+            self._presence[canonical][channel.presence_key] = entry
+            self._presence_diff(channel, {channel.presence_key: {"metas": [entry]}},
+                                {channel.presence_key: {"metas": [previous]}} if previous else {})
+        elif kind == "untrack":
+            self._untrack(channel)
+        else:
+            raise errors.invalid("presence event must be track or untrack", field="event")
+        if msg.ref is not None:
+            channel.session.push(protocol.reply(channel.session.vsn, msg, "ok", {}))
+
+    def _untrack(self, channel: Channel) -> None:
+        canonical = channel.topic.canonical
+        gone = self._presence.get(canonical, {}).pop(channel.presence_key, None)
+        if gone is not None:
+            self._presence_diff(channel, {}, {channel.presence_key: {"metas": [gone]}})
+
+    def _presence_diff(self, channel: Channel, joins: dict[str, Any], leaves: dict[str, Any]) -> None:
+        frames: dict[tuple[str, str], bytes] = {}
+        for other in self._peers(channel):
+            key = (other.topic.name, other.session.vsn)
+            if key not in frames:
+                frames[key] = protocol.encode(other.session.vsn, other.topic.name, "presence_diff",
+                                              {"joins": joins, "leaves": leaves}, None, None)
+            other.session.push(frames[key])
+
+
+def _versions(raw: Any) -> dict[uuid.UUID, int]:
+    if raw is None:
+        return {}
+    try:
+        return msgspec.convert(raw, dict[uuid.UUID, int])
+    except msgspec.ValidationError as exc:
+        raise errors.from_validation(exc, where="versions") from None
+
+
+# ---- chatbot commands: the REST DTOs over the socket ------------------------------
+
+def _convert(payload: dict[str, Any], type_: Any, drop: tuple[str, ...] = ()) -> Any:
+    try:
+        return msgspec.convert({k: v for k, v in payload.items() if k not in drop}, type_)
+    except msgspec.ValidationError as exc:
+        raise errors.from_validation(exc, where="payload") from None
+
+
+def _dentist(channel: Channel, payload: dict[str, Any]) -> uuid.UUID:
+    raw = payload.get("dentist_id")
+    if raw is None and channel.topic.kind is not None and channel.topic.kind[1] == "dentist_id":
+        return channel.topic.key  # type: ignore[return-value]
+    try:
+        return uuid.UUID(str(raw))
+    except ValueError:
+        raise errors.invalid("dentist_id is required (or join a dentist's channel)", field="dentist_id") from None
+
+
+def _idempotency(booking: Booking, channel: Channel, payload: dict[str, Any]) -> Any:
+    key = payload.get("idempotency_key")
+    if key is not None and not isinstance(key, str):
+        raise errors.invalid("idempotency_key must be a string", field="idempotency_key")
+    body = msgspec.json.encode({k: v for k, v in payload.items() if k != "idempotency_key"})
+    return booking.idempotency(channel.viewer.principal, key, body)
+
+
+async def _slots(booking: Booking, channel: Channel, payload: dict[str, Any]) -> Any:
+    query = _convert(payload, SlotsQuery, drop=("dentist_id",))
+    return await booking.slots(channel.viewer.principal, _dentist(channel, payload), query)
+
+
+async def _reserve(booking: Booking, channel: Channel, payload: dict[str, Any]) -> Any:
+    body = _convert(payload, ReserveDTO, drop=("dentist_id", "idempotency_key"))
+    return await booking.reserve(channel.viewer.principal, _dentist(channel, payload), body,
+                                 _idempotency(booking, channel, payload))
+
+
+async def _extend(booking: Booking, channel: Channel, payload: dict[str, Any]) -> Any:
+    return await booking.extend(channel.viewer.principal, _convert(payload, _Target).reservation_id)
+
+
+async def _release(booking: Booking, channel: Channel, payload: dict[str, Any]) -> Any:
+    await booking.release(channel.viewer.principal, _convert(payload, _Target).reservation_id)
+    return {}
+
+
+async def _book(booking: Booking, channel: Channel, payload: dict[str, Any]) -> Any:
+    full = {"dentist_id": str(_dentist(channel, payload)), **payload}
+    body = _convert(full, CreateAppointmentDTO, drop=("idempotency_key",))
+    result = await booking.book(channel.viewer.principal, body, _idempotency(booking, channel, payload))
+    result.pop("_replayed", None)
+    return result
+
+
+class _Change(msgspec.Struct, forbid_unknown_fields=True):
+    appointment_id: uuid.UUID
+
+
+async def _reschedule(booking: Booking, channel: Channel, payload: dict[str, Any]) -> Any:
+    target = _convert({"appointment_id": payload.get("appointment_id")}, _Change)
+    body = _convert(payload, UpdateAppointmentDTO, drop=("appointment_id",))
+    if body.status is not None:
+        raise errors.invalid("reschedule changes the time or type; use cancel to cancel", field="status")
+    return await booking.update(channel.viewer.principal, target.appointment_id, body)
+
+
+async def _cancel(booking: Booking, channel: Channel, payload: dict[str, Any]) -> Any:
+    target = _convert({"appointment_id": payload.get("appointment_id")}, _Change)
+    reason = payload.get("reason")
+    if reason is not None and not isinstance(reason, str):
+        raise errors.invalid("reason must be a string", field="reason")
+    return await booking.cancel(channel.viewer.principal, target.appointment_id, reason)
+
+
+COMMANDS = {"slots": _slots, "reserve": _reserve, "extend": _extend, "release": _release, "book": _book,
+            "reschedule": _reschedule, "cancel": _cancel}
