@@ -5,7 +5,8 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: run test install clean
+JS     := tests/js
+.PHONY: run test install js clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -15,11 +16,18 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# The official realtime-js client for the protocol tests, pinned by package-lock.json.
+$(JS)/node_modules/.stamp: $(JS)/package-lock.json
+	@if command -v npm >/dev/null; then cd $(JS) && npm ci --no-audit --no-fund --loglevel=error && touch node_modules/.stamp; \
+	else echo "WARNING: npm not found: the realtime-js protocol tests will be skipped"; fi
+
+js: $(JS)/node_modules/.stamp
+
 run: install
 	$(BIN)/hub serve --migrate --demo
 
-test: install
+test: install js
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 clean:
-	rm -rf $(VENV) var/test-pgdata
+	rm -rf $(VENV) var/test-pgdata $(JS)/node_modules
