@@ -77,6 +77,13 @@ async def test_seed_realtime_test(api, clinic) -> None:
         assert str(clinic.patient.id) not in raw and "my secret note" not in raw and appt["id"] not in raw
         with pytest.raises(asyncio.TimeoutError):  # nothing else about the booking reaches the other patient
             await drain_until(o, "INSERT", 0.3)
+        for _ in range(40):  # recorded in batches, about every second
+            latency = await api.pool.fetchval(
+                "SELECT broadcast_latency_ms FROM realtime_events WHERE record_id = $1", uuid.UUID(appt["id"]))
+            if latency is not None:
+                break
+            await asyncio.sleep(0.1)
+        assert latency is not None and 0 <= latency < 1000
     finally:
         for client in (admin, patient, chatbot, other):
             await client.close()
@@ -415,3 +422,22 @@ async def test_token_refresh_and_expiry(api, clinic) -> None:
             await ch.push("slots", {"date": slot_at()[:10]})
     finally:
         await client.close()
+
+
+async def test_chatbot_example_books_and_hears_the_confirmation(api, clinic) -> None:
+    import sys
+    from pathlib import Path
+
+    from hub.auth import issue_token
+
+    script = Path(__file__).resolve().parent.parent / "examples" / "chatbot.py"
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, str(script), "--url", base(api), "--token", issue_token(SECRET, None, role="service_role"),
+        "--dentist", clinic.dentist_id, "--patient", str(clinic.patient.id),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+    out, _ = await asyncio.wait_for(proc.communicate(), 30)
+    text = out.decode()
+    assert proc.returncode == 0, text
+    assert "booked appointment" in text and "confirmation received: slot_booked" in text
+    status, page = await api.get("/api/appointments", clinic.patient)
+    assert page["data"][0]["patient_notes"] == "booked by the chatbot"

@@ -13,6 +13,7 @@ import collections
 import logging
 import time
 import uuid
+from datetime import datetime, timezone
 from typing import Any
 
 import asyncpg
@@ -53,6 +54,7 @@ class Realtime:
         self._presence: dict[str, dict[str, dict[str, Any]]] = collections.defaultdict(dict)
         self.slow_disconnects = 0
         self.delivered = 0
+        self._latencies: dict[int, int] = {}  # event id -> ms from commit to the last local hand-off
 
     # ---- fan-out ---------------------------------------------------------
 
@@ -70,6 +72,25 @@ class Realtime:
         for channel in targets:
             channel.deliver(event, cache)
         self.delivered += len(targets)
+        if targets:
+            lag = (datetime.now(timezone.utc) - event.created_at).total_seconds() * 1000
+            self._latencies[event.id] = max(self._latencies.get(event.id, 0), round(lag))
+
+    async def record_latencies(self, every: float = 1.0) -> None:
+        """Write realtime_events.broadcast_latency_ms in batches (the largest
+        any process saw wins), so the log shows how long delivery took."""
+        while True:
+            await asyncio.sleep(every)
+            if not self._latencies:
+                continue
+            batch, self._latencies = self._latencies, {}
+            try:
+                await self._pool.execute(
+                    "UPDATE public.realtime_events e SET broadcast_latency_ms = greatest(e.broadcast_latency_ms, v.ms) "
+                    "FROM unnest($1::bigint[], $2::int[]) AS v(id, ms) WHERE e.id = v.id",
+                    list(batch), list(batch.values()))
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
+                log.warning("could not record broadcast latencies: %s", exc)
 
     async def on_notification(self, notification_id: uuid.UUID, user_id: uuid.UUID) -> None:
         subscribers = self._by_topic.get(f"notifications:user_id={user_id}")

@@ -1,0 +1,77 @@
+"""A real PostgreSQL restart under a running hub: the listener reconnects and
+catches up from realtime_events, and subscribers lose nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+
+from hub import db, migrate, users
+from hub.auth import issue_token
+from hub.client import RealtimeClient
+from hub.config import ROOT
+from tests.conftest import ALL_DAY, SECRET, HubProcesses
+
+pgserver = pytest.importorskip("pgserver", reason="the embedded PostgreSQL wheel is needed to own a server to restart")
+
+
+@pytest.fixture
+def private_server(tmp_path: Path):
+    """A PostgreSQL of this test's own, which it may restart."""
+    server = pgserver.get_server(tmp_path / "pg", cleanup_mode="delete")
+    yield server
+    server.cleanup()
+
+
+def restart(server) -> None:
+    from pgserver._commands import pg_ctl
+
+    pg_ctl(["-w", "-m", "fast", "restart"], pgdata=server.pgdata, user=server.system_user, timeout=60)
+
+
+async def test_database_restart_loses_no_event(private_server, tmp_path: Path) -> None:
+    dsn = private_server.get_uri()
+    con = await db.connect(dsn)
+    await migrate.migrate(con, migrate.load(ROOT / "sql"))
+    admin = await users.create_user(con, email="admin@restart.test", full_name="Admin", roles=("admin",))
+    patient = await users.create_user(con, email="p@restart.test", full_name="Patient")
+    dentist = await con.fetchval("INSERT INTO dentists (name, timezone, available_times) VALUES ('Dr R', 'UTC', $1) "
+                                 "RETURNING id", ALL_DAY)
+    await con.close()
+    hubs = HubProcesses(dsn, tmp_path)
+    [url] = await hubs.start(1)
+    client = RealtimeClient(url, issue_token(SECRET, admin))
+    await client.connect()
+    first = datetime.now(timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0) + timedelta(days=3)
+    insert = ("INSERT INTO appointments (patient_id, dentist_id, appointment_date, appointment_type) "
+              "VALUES ($1, $2, $3, 'checkup') RETURNING id")
+    try:
+        channel = client.channel(f"appointments:dentist_id={dentist}")
+        await channel.join()
+        made: list[uuid.UUID] = []
+        con = await db.connect(dsn)
+        made.append(await con.fetchval(insert, patient, dentist, first))
+        await con.close()
+        await asyncio.get_running_loop().run_in_executor(None, restart, private_server)
+        # Committed right after the restart, before the hub's listener is back: no NOTIFY reaches it.
+        con = await db.connect(dsn)
+        for i in range(1, 6):
+            made.append(await con.fetchval(insert, patient, dentist, first + timedelta(hours=i)))
+        await con.close()
+        received = []
+        while len(received) < len(made):
+            msg = await channel.next(timeout=15)
+            if msg.event == "broadcast" and msg.payload["event"] == "INSERT":
+                received.append(uuid.UUID(msg.payload["payload"]["new"]["id"]))
+        assert received == made  # all of them, in order
+        with pytest.raises(asyncio.TimeoutError):
+            while True:  # and none twice
+                msg = await channel.next(timeout=1.0)
+                assert not (msg.event == "broadcast" and msg.payload["event"] == "INSERT"), msg
+    finally:
+        await client.close()
+        hubs.stop()
