@@ -50,6 +50,7 @@ class Settings:
     cancellation_window_hours: int = 24
     upload_dir: Path = ROOT / "var" / "uploads"
     metrics_token: str | None = None
+    event_retention_hours: int = 24
 
     @property
     def development(self) -> bool:
@@ -90,6 +91,7 @@ class Settings:
             cancellation_window_hours=_int(env, "CANCELLATION_WINDOW_HOURS", 24, 0, 720),
             upload_dir=Path(env.get("UPLOAD_DIR") or var_dir / "uploads"),
             metrics_token=env.get("METRICS_TOKEN") or None,
+            event_retention_hours=_int(env, "EVENT_RETENTION_HOURS", 24, 1, 24 * 90),
         )
 
 

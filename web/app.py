@@ -137,7 +137,7 @@ async def _actors(app: web.Application) -> AsyncIterator[None]:
 
     listener.extra_channels["hub_notifications"] = notified
     tasks = [_supervised(listener.run(), "listener"), _supervised(directory.reap_forever(), "reaper"),
-             _supervised(sweep_forever(pool), "sweeper"), _supervised(_expire_tokens(realtime), "tokens"),
+             _supervised(sweep_forever(pool, retention_hours=settings.event_retention_hours), "sweeper"), _supervised(_expire_tokens(realtime), "tokens"),
              _supervised(realtime.record_latencies(), "latencies")]
     try:  # serve only once events from other processes can reach us
         await asyncio.wait_for(listener.ready.wait(), 10)
