@@ -15,7 +15,7 @@ import logging
 import time
 from typing import Any, ClassVar
 
-from hub import errors
+from hub import errors, metrics
 from hub.errors import ErrorCode, HubError
 
 log = logging.getLogger("hub.actors")
@@ -130,6 +130,7 @@ class Actor(abc.ABC):
         if not self._alive or self.stop_reason is not None:
             raise ActorDeadError(self.key)
         self.last_used = time.monotonic()
+        metrics.ACTOR_MAILBOX.observe(self._inbox.qsize())
         try:
             self._inbox.put_nowait(env)
         except asyncio.QueueFull:
@@ -149,17 +150,21 @@ class Actor(abc.ABC):
                 assert isinstance(env, _Envelope)
                 if env.reply is not None and env.reply.done():
                     continue  # the caller gave up before this turn began
+                started = time.perf_counter()
                 try:
                     result = await self.receive(env.msg)
                 except HubError as exc:
                     _reply(env, exc=exc)
                 except Exception:
+                    metrics.ACTOR_CRASHES.inc()
                     log.exception("actor %s crashed handling %s", self.key, type(env.msg).__name__,
                                   extra={"actor": self.key})
                     _reply(env, exc=errors.HubError(ErrorCode.INTERNAL_ERROR, "An unexpected error occurred"))
                     raise
                 else:
                     _reply(env, result=result)
+                finally:
+                    metrics.ACTOR_TURN.labels(type(env.msg).__name__).observe(time.perf_counter() - started)
             reason = self.stop_reason or StopReason.SHUTDOWN
         finally:
             self._alive = False

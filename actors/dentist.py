@@ -24,7 +24,7 @@ from actors._base import Actor, StopReason
 from actors.messages import (Book, ChangeAppointment, ExpireHolds, ExtendHold, GetSlots, Hold, Idempotency,
                              ReleaseHold, SetSchedule, Sync)
 from actors.schedule import IntervalSet, Schedule, ScheduleError
-from hub import errors, events
+from hub import errors, events, metrics
 from hub.catalog import Catalog
 from hub.errors import ErrorCode, HubError
 
@@ -191,6 +191,7 @@ class DentistActor(Actor):
                     await self._load(con)
         self._arm_timer()
         if produced:
+            metrics.count_changes(produced)
             self._publish(produced)  # the fast path to this process's subscribers
         return result
 

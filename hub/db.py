@@ -8,6 +8,8 @@ from typing import Any
 import asyncpg
 import msgspec
 
+from hub import metrics
+
 log = logging.getLogger("hub.db")
 
 _encode = msgspec.json.encode
@@ -24,7 +26,9 @@ def _jsonb_decode(data: bytes) -> Any:
 
 
 async def init_connection(con: asyncpg.Connection) -> None:
-    """Decode json/jsonb with msgspec (faster than the stdlib, and one encoder for the whole hub)."""
+    """Decode json/jsonb with msgspec (faster than the stdlib, and one encoder
+    for the whole hub), and time every query for the metrics."""
+    con.add_query_logger(metrics.query_logger)
     await con.set_type_codec("jsonb", schema="pg_catalog", encoder=_jsonb_encode,
                              decoder=_jsonb_decode, format="binary")
     await con.set_type_codec("json", schema="pg_catalog", encoder=lambda v: _encode(v).decode(),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hmac
 import logging
 import re
 import time
@@ -14,11 +15,11 @@ from aiohttp import web
 
 from actors.dentist import DentistActor, Rules
 from actors.directory import Directory
-from hub import db, migrate, users
+from hub import db, metrics, migrate, users
 from hub.booking import Booking
 from hub.catalog import Catalog
 from hub.config import Settings
-from hub.errors import ErrorCode, HubError
+from hub.errors import HTTP_STATUS, ErrorCode, HubError
 from hub.feed import Feed
 from hub.listener import Listener
 from hub.pubsub import PubSub
@@ -34,6 +35,7 @@ _HTTP_CODES = {
     405: (ErrorCode.METHOD_NOT_ALLOWED, "Method not allowed on this route"),
     413: (ErrorCode.PAYLOAD_TOO_LARGE, "Request body is too large"),
 }
+_CODE_OF = {s: c.value for c, s in reversed(HTTP_STATUS.items())}  # a bounded label per status
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -65,9 +67,15 @@ async def errors_and_access_log(request: web.Request, handler: Handler) -> web.S
                                  {"request_id": request_id}).body(), 500)
     if not response.prepared:
         response.headers["X-Request-Id"] = request_id
+    resource = request.match_info.route.resource
+    route = resource.canonical if resource is not None else "unmatched"
+    elapsed = time.perf_counter() - started
+    metrics.HTTP_DURATION.labels(request.method, route, str(response.status)).observe(elapsed)
+    if response.status >= 400:
+        metrics.HTTP_ERRORS.labels(route, _CODE_OF.get(response.status, str(response.status))).inc()
     log.info("request", extra={
         "method": request.method, "path": request.path, "status": response.status,
-        "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+        "duration_ms": round(elapsed * 1000, 2),
         "request_id": request_id, "user_id": request.get(USER_ID)})
     return response
 
@@ -136,6 +144,8 @@ async def _actors(app: web.Application) -> AsyncIterator[None]:
             log.warning("ignored a malformed hub_notifications payload")
 
     listener.extra_channels["hub_notifications"] = notified
+    metrics.track(lambda: (pool.get_size(), pool.get_idle_size()), lambda: len(directory),
+                  lambda: len(realtime.sessions))
     tasks = [_supervised(listener.run(), "listener"), _supervised(directory.reap_forever(), "reaper"),
              _supervised(sweep_forever(pool, retention_hours=settings.event_retention_hours), "sweeper"), _supervised(_expire_tokens(realtime), "tokens"),
              _supervised(realtime.record_latencies(), "latencies")]
@@ -160,6 +170,15 @@ async def _expire_tokens(realtime: Realtime, every: float = 5.0) -> None:
 async def _close_sockets(app: web.Application) -> None:
     if REALTIME in app:
         await app[REALTIME].close_all()
+
+
+async def _metrics(request: web.Request) -> web.Response:
+    """Prometheus exposition; METRICS_TOKEN, when set, is required as a bearer token."""
+    token = request.app[SETTINGS].metrics_token
+    if token and not hmac.compare_digest(request.headers.get("Authorization", ""), f"Bearer {token}"):
+        raise HubError(ErrorCode.UNAUTHORIZED, "metrics need the METRICS_TOKEN bearer token")
+    body, content_type = metrics.render()
+    return web.Response(body=body, headers={"Content-Type": content_type})
 
 
 async def _websocket(request: web.Request) -> web.StreamResponse:
@@ -196,5 +215,6 @@ def create_app(settings: Settings) -> web.Application:
     for module in (health, profiles, availability, appointments, notifications, clinic):
         app.add_routes(module.routes)
     app.router.add_get("/realtime/v1/websocket", _websocket)
+    app.router.add_get("/metrics", _metrics)
     app.on_shutdown.append(_close_sockets)
     return app

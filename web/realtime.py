@@ -20,7 +20,7 @@ import asyncpg
 import msgspec
 from aiohttp import web
 
-from hub import errors, events, protocol
+from hub import errors, events, metrics, protocol
 from hub.auth import Principal, verify_token
 from hub.booking import Booking, CreateAppointmentDTO, ReserveDTO, SlotsQuery, UpdateAppointmentDTO
 from hub.errors import HubError
@@ -75,6 +75,7 @@ class Realtime:
         if targets:
             lag = (datetime.now(timezone.utc) - event.created_at).total_seconds() * 1000
             self._latencies[event.id] = max(self._latencies.get(event.id, 0), round(lag))
+            metrics.BROADCAST_LATENCY.observe(max(lag, 0) / 1000)
 
     async def record_latencies(self, every: float = 1.0) -> None:
         """Write realtime_events.broadcast_latency_ms in batches (the largest

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from aiohttp import WSMsgType, web
 
-from hub import errors, protocol
+from hub import errors, metrics, protocol
 from hub.auth import Principal
 from hub.errors import HubError
 from hub.events import Event
@@ -133,14 +133,17 @@ class Session:
             return
         try:
             self._outbox.put_nowait(frame)
+            metrics.MESSAGES.inc()
         except asyncio.QueueFull:
             self.realtime.slow_disconnects += 1
+            metrics.OUTBOX_DROPS.inc(self._outbox.qsize())
             self.close_soon(SLOW)
 
     def close_soon(self, close: Close) -> None:
         if self._closing:
             return
         self._closing = True
+        metrics.DISCONNECTS.labels(str(close.code)).inc()
         while not self._outbox.empty():  # a slow client will not read the backlog anyway
             self._outbox.get_nowait()
         self._outbox.put_nowait(close)

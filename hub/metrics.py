@@ -1,0 +1,76 @@
+"""Prometheus metrics, named hub_<subsystem>_<name>_<unit>.
+
+Labels are bounded sets (route templates, message types, close codes,
+statuses): never a dentist, user or session id.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
+
+from hub.events import Event
+
+FAST = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+
+HTTP_DURATION = Histogram("hub_http_request_duration_seconds", "HTTP request duration by route template and status",
+                          ["method", "route", "status"], buckets=FAST)
+HTTP_ERRORS = Counter("hub_http_errors_total", "HTTP responses with an error body, by route template and code",
+                      ["route", "code"])
+DB_QUERY = Histogram("hub_db_query_duration_seconds", "Duration of each database query", buckets=FAST)
+DB_SLOW = Counter("hub_db_slow_queries_total", "Queries slower than 100 ms")
+DB_POOL = Gauge("hub_db_pool_connections", "Connections of the pool by state", ["state"])
+ACTORS = Gauge("hub_actor_active", "Dentist actors active in this process")
+ACTOR_TURN = Histogram("hub_actor_turn_seconds", "Time an actor spends on one message, by message type",
+                       ["message"], buckets=FAST)
+ACTOR_MAILBOX = Histogram("hub_actor_mailbox_depth", "Messages already queued when one more arrives",
+                          buckets=(0, 1, 2, 4, 8, 16, 32, 64, 128, 256))
+ACTOR_CRASHES = Counter("hub_actor_crashes_total", "Actor turns that raised an unexpected error")
+CONNECTIONS = Gauge("hub_realtime_connections", "Open realtime WebSocket connections")
+MESSAGES = Counter("hub_realtime_messages_sent_total", "Frames queued to realtime sockets")
+BROADCAST_LATENCY = Histogram("hub_realtime_broadcast_latency_seconds",
+                              "From the change (commit) to its hand-off to the last local socket", buckets=FAST)
+DISCONNECTS = Counter("hub_session_disconnects_total", "Realtime sockets closed by the hub, by close code",
+                      ["code"])
+OUTBOX_DROPS = Counter("hub_session_outbox_dropped_total", "Frames dropped when a slow socket was disconnected")
+APPOINTMENTS = Counter("hub_booking_appointments_total", "Appointment changes made by this process",
+                       ["change"])  # created | cancelled | no_show | completed | confirmed | rescheduled
+HOLDS = Counter("hub_booking_holds_total", "Holds made or ended by this process", ["change"])  # created | released
+
+
+def count_changes(produced: list[Event]) -> None:
+    """Business counters from the events a write produced (counted once, by the process that wrote)."""
+    for event in produced:
+        new, old = event.new, event.old
+        if event.table_name == "appointments":
+            if old is None:
+                APPOINTMENTS.labels("created").inc()
+            elif new is not None and new["status"] != old["status"]:
+                APPOINTMENTS.labels(new["status"]).inc()
+            elif new is not None and new["appointment_date"] != old["appointment_date"]:
+                APPOINTMENTS.labels("rescheduled").inc()
+        elif event.table_name == "slot_reservations":
+            if old is None:
+                HOLDS.labels("created").inc()
+            elif new is None:
+                HOLDS.labels("ended").inc()
+
+
+def query_logger(record: Any) -> None:
+    """asyncpg's query logger: every query's duration."""
+    DB_QUERY.observe(record.elapsed)
+    if record.elapsed > 0.1:
+        DB_SLOW.inc()
+
+
+def track(pool_sizes: Callable[[], tuple[int, int]], actors: Callable[[], int], sockets: Callable[[], int]) -> None:
+    """Gauges read at scrape time from the live objects of this process."""
+    DB_POOL.labels("in_use").set_function(lambda: (lambda s: s[0] - s[1])(pool_sizes()))
+    DB_POOL.labels("idle").set_function(lambda: pool_sizes()[1])
+    ACTORS.set_function(actors)
+    CONNECTIONS.set_function(sockets)
+
+
+def render() -> tuple[bytes, str]:
+    return generate_latest(), CONTENT_TYPE_LATEST
