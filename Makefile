@@ -6,6 +6,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
 JS     := tests/js
+WORKERS ?= 1
 .PHONY: run test install js clean
 
 $(STAMP): pyproject.toml
@@ -24,7 +25,7 @@ $(JS)/node_modules/.stamp: $(JS)/package-lock.json
 js: $(JS)/node_modules/.stamp
 
 run: install
-	$(BIN)/hub serve --migrate --demo
+	$(BIN)/hub serve --migrate --demo --workers $(WORKERS)
 
 test: install js
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -7,6 +7,7 @@ import asyncio
 import dataclasses
 import json
 import logging
+import os
 import sys
 import uuid
 from typing import Any, Awaitable, Callable
@@ -79,10 +80,39 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
         _migrate(settings)
     if args.demo:
         _demo_once(settings)
+    if args.workers > 1:
+        return _supervise(settings, args.workers)
     log.info("serving on %s:%d", settings.host, settings.port)
-    web.run_app(create_app(settings), host=settings.host, port=settings.port,
-                access_log=None, print=None, shutdown_timeout=10)
+    # SIGTERM: stop accepting, tell sockets to reconnect elsewhere (1012), let
+    # requests and actor turns finish, close the pool (web/app.py, cleanup order).
+    web.run_app(create_app(settings), host=settings.host, port=settings.port, reuse_port=args.reuse_port,
+                access_log=None, print=None, shutdown_timeout=5)
+    log.info("stopped")
     return 0
+
+
+def _supervise(settings: Settings, workers: int) -> int:
+    """N worker processes sharing the port with SO_REUSEPORT; the kernel
+    spreads connections, PostgreSQL carries events between them."""
+    import os
+    import signal
+    import subprocess
+
+    env = {**os.environ, "DATABASE_URL": settings.database_url or "", "JWT_SECRET": settings.jwt_secret}
+    command = [sys.executable, "-m", "hub", "serve", "--host", settings.host, "--port", str(settings.port),
+               "--reuse-port"]
+    children = [subprocess.Popen(command, env=env) for _ in range(workers)]
+    log.info("started %d workers on %s:%d", workers, settings.host, settings.port)
+
+    def forward(signum: int, frame: Any) -> None:
+        for child in children:
+            if child.poll() is None:
+                child.send_signal(signum)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    codes = [child.wait() for child in children]
+    return max(codes, default=0)
 
 
 def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
@@ -118,6 +148,9 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int)
     serve.add_argument("--migrate", action="store_true", help="apply pending migrations first")
     serve.add_argument("--demo", action="store_true", help="create the demo clinic once on an empty database")
+    serve.add_argument("--workers", type=int, default=int(os.environ.get("WORKERS", "1") or 1),
+                       help="worker processes sharing the port (default: $WORKERS or 1)")
+    serve.add_argument("--reuse-port", action="store_true", help="bind with SO_REUSEPORT (set by --workers)")
     serve.set_defaults(run=cmd_serve)
 
     sub.add_parser("migrate", help="apply pending migrations from sql/").set_defaults(run=cmd_migrate)

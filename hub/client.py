@@ -106,12 +106,11 @@ class Channel:
 
 
 class RealtimeClient:
-    def __init__(self, url: str, apikey: str, *, vsn: str = protocol.V2, heartbeat: float = 25.0,
+    def __init__(self, url: str | list[str], apikey: str, *, vsn: str = protocol.V2, heartbeat: float = 25.0,
                  reconnect: bool = True) -> None:
-        base = url.rstrip("/").replace("http://", "ws://").replace("https://", "wss://")
-        if not base.endswith("/websocket"):
-            base += "/realtime/v1/websocket"
-        self.url = f"{base}?apikey={apikey}&vsn={vsn}"
+        """`url` may list several hub processes: a reconnect tries the next one."""
+        self.urls = [self._socket_url(u, apikey, vsn) for u in ([url] if isinstance(url, str) else url)]
+        self.url = self.urls[0]
         self.vsn = vsn
         self.heartbeat = heartbeat
         self.reconnect = reconnect
@@ -131,6 +130,13 @@ class RealtimeClient:
 
     async def __aexit__(self, *exc: Any) -> None:
         await self.close()
+
+    @staticmethod
+    def _socket_url(url: str, apikey: str, vsn: str) -> str:
+        base = url.rstrip("/").replace("http://", "ws://").replace("https://", "wss://")
+        if not base.endswith("/websocket"):
+            base += "/realtime/v1/websocket"
+        return f"{base}?apikey={apikey}&vsn={vsn}"
 
     def channel(self, topic: str, *, access_token: str | None = None, **config: Any) -> Channel:
         """A channel; `config` is the join's config (postgres_changes, broadcast, presence, versions)."""
@@ -198,6 +204,7 @@ class RealtimeClient:
                         future.set_exception(ConnectionError("connection lost"))
             if not self.reconnect or self._closed:
                 return
+            self.url = self.urls[(self.urls.index(self.url) + 1) % len(self.urls)]
             await asyncio.sleep(delay)
             delay = min(delay * 2, 5.0)
 

@@ -115,3 +115,41 @@ async def test_change_in_another_process_reaches_this_one(api, clinic, hubs) -> 
         await asyncio.sleep(0.02)
     else:
         raise AssertionError("a cancellation made with SQL never reached the actor")
+
+
+async def test_three_processes_every_subscriber_gets_every_event_once(api, clinic, hubs) -> None:
+    from hub.client import RealtimeClient
+
+    urls = await hubs.start(3)
+    subscribers = []
+    for url in urls:
+        client = RealtimeClient(url, clinic.admin.token)
+        await client.connect()
+        channel = client.channel(f"appointments:dentist_id={clinic.dentist_id}")
+        await channel.join()
+        subscribers.append((client, channel))
+    patients = await _patients(api, 60)
+    async with aiohttp.ClientSession() as session:
+        async def attempt(i: int, who) -> int:
+            async with session.post(f"{urls[i % 3]}/api/appointments", headers=who.headers, json={
+                    "dentist_id": clinic.dentist_id, "appointment_date": slot_at(days=24, hour=2 + i % 20),
+                    "appointment_type": "checkup"}) as resp:
+                return resp.status
+        statuses = await asyncio.gather(*(attempt(i, p) for i, p in enumerate(patients)))
+    assert collections.Counter(statuses) == {201: 20, 409: 40}  # three patients per slot, one wins each
+    stored = sorted(str(r["id"]) for r in await api.pool.fetch(
+        "SELECT id FROM appointments WHERE dentist_id = $1", clinic.dentist_id))
+    assert len(stored) == 20
+    for client, channel in subscribers:
+        received = []
+        while len(received) < 20:
+            msg = await channel.next(timeout=5)
+            if msg.event == "broadcast" and msg.payload["event"] == "INSERT":
+                received.append(msg.payload["payload"]["new"]["id"])
+        try:
+            extra = await channel.next(timeout=0.3)
+            assert not (extra.event == "broadcast" and extra.payload["event"] == "INSERT"), "duplicate delivery"
+        except asyncio.TimeoutError:
+            pass
+        assert sorted(received) == stored
+        await client.close()
