@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed-stamp
 
 JS     := tests/js
 WORKERS ?= 1
-.PHONY: run test install js clean
+.PHONY: run test install js browser clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -24,10 +24,16 @@ $(JS)/node_modules/.stamp: $(JS)/package-lock.json
 
 js: $(JS)/node_modules/.stamp
 
+# Debian's Chromium for the console tests (browser downloads by test tools fail here).
+browser:
+	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null); } || \
+	  echo "WARNING: chromium is not installed and could not be: the console browser tests will be skipped"
+
 run: install
 	$(BIN)/hub serve --migrate --demo --workers $(WORKERS)
 
-test: install js
+test: install js browser
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 clean:

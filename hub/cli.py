@@ -64,7 +64,7 @@ def _demo_once(settings: Settings) -> None:
     info = json.loads(path.read_text())
     base = f"http://localhost:{settings.port}"
     print(f"\nDental hub (development) on {base}\n"
-          f"  admin token   : {info['admin']['token']}\n"
+          f"  admin console : {base}/admin?token={info['admin']['token']}\n"
           f"  demo ids and tokens (7 days): {path}   (refresh with `hub demo`)\n"
           f"  try: curl -H 'Authorization: Bearer <token>' {base}/api/profiles/me\n", flush=True)
 

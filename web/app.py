@@ -25,7 +25,7 @@ from hub.listener import Listener
 from hub.pubsub import PubSub
 from hub.sweeper import sweep_forever
 from web.realtime import Realtime
-from web import appointments, availability, clinic, health, notifications, profiles
+from web import admin, appointments, availability, clinic, health, notifications, profiles
 from web._http import BOOKING, POOL, PRINCIPALS, REQUEST_ID, SETTINGS, USER_ID, json
 
 log = logging.getLogger("hub.http")
@@ -216,5 +216,6 @@ def create_app(settings: Settings) -> web.Application:
         app.add_routes(module.routes)
     app.router.add_get("/realtime/v1/websocket", _websocket)
     app.router.add_get("/metrics", _metrics)
+    admin.setup(app)
     app.on_shutdown.append(_close_sockets)
     return app
