@@ -24,7 +24,7 @@ from actors._base import Actor, StopReason
 from actors.messages import (Book, ChangeAppointment, ExpireHolds, ExtendHold, GetSlots, Hold, Idempotency,
                              ReleaseHold, SetSchedule, Sync)
 from actors.schedule import IntervalSet, Schedule, ScheduleError
-from hub import errors, events, metrics
+from hub import db, errors, events, metrics
 from hub.catalog import Catalog
 from hub.errors import ErrorCode, HubError
 
@@ -177,14 +177,17 @@ class DentistActor(Actor):
     async def _write(self, work: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
         """Run `work` in a transaction under the dentist's row lock, then apply
         and publish the events it produced. A failed commit changes nothing."""
-        async with self._pool.acquire() as con:
-            async with con.transaction():
-                current = await con.fetchval(sql.LOCK, self.dentist_id)
-                if current is None:
-                    raise errors.not_found("dentist", self.dentist_id)
-                await self._catch_up(con, current)
-                result = await work(con)
-                produced = await events.since(con, self.dentist_id, current)
+        try:
+            async with self._pool.acquire() as con:
+                async with con.transaction():
+                    current = await con.fetchval(sql.LOCK, self.dentist_id)
+                    if current is None:
+                        raise errors.not_found("dentist", self.dentist_id)
+                    await self._catch_up(con, current)
+                    result = await work(con)
+                    produced = await events.since(con, self.dentist_id, current)
+        except db.DATA_ERRORS as exc:  # refused before commit: memory is as it was
+            raise db.data_error(exc) from None
         for event in produced:
             if not self._apply(event):
                 async with self._pool.acquire() as con:

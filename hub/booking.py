@@ -92,7 +92,7 @@ class AppointmentFilters(msgspec.Struct, forbid_unknown_fields=True):
     dentist_id: uuid.UUID | None = None
     patient_id: uuid.UUID | None = None
     limit: Annotated[int, msgspec.Meta(ge=1, le=100)] = 20
-    offset: Annotated[int, msgspec.Meta(ge=0)] = 0
+    offset: Annotated[int, msgspec.Meta(ge=0, le=1_000_000)] = 0
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -8,7 +8,7 @@ from typing import Any
 import asyncpg
 import msgspec
 
-from hub import metrics
+from hub import errors, metrics
 
 log = logging.getLogger("hub.db")
 
@@ -33,6 +33,17 @@ async def init_connection(con: asyncpg.Connection) -> None:
                              decoder=_jsonb_decode, format="binary")
     await con.set_type_codec("json", schema="pg_catalog", encoder=lambda v: _encode(v).decode(),
                              decoder=_decode, format="text")
+
+
+# Values PostgreSQL refuses (NUL in text, numbers out of range, text that is
+# not valid Unicode): the caller's input, not our bug, and nothing was written.
+DATA_ERRORS = (asyncpg.DataError, UnicodeEncodeError)
+
+
+def data_error(exc: Exception) -> errors.HubError:
+    reason = "text must be valid Unicode without NUL characters" if isinstance(exc, UnicodeEncodeError) \
+        else getattr(exc, "message", None) or str(exc)
+    return errors.invalid(f"The database cannot store this value: {reason}", field=None)
 
 
 async def connect(dsn: str, **kwargs: Any) -> asyncpg.Connection:

@@ -108,3 +108,15 @@ def test_naive_datetime_is_a_validation_error() -> None:
 def test_every_code_has_a_status() -> None:
     for code in errors.ErrorCode:
         assert errors.HTTP_STATUS[code] >= 400
+
+
+async def test_values_the_database_refuses_are_validation_errors(api) -> None:
+    """Found by schemathesis: NUL characters, lone surrogates, huge offsets."""
+    me = await api.user()
+    for body in ('{"full_name": "a\\u0000b"}', '{"full_name": "\\udb8b"}'):
+        status, error = await api.put("/api/profiles/me", me, data=body, headers={"Content-Type": "application/json"})
+        assert_error(status, error, 400, "VALIDATION_ERROR")
+    status, error = await api.get("/api/appointments?offset=467801145965712375808", me)
+    assert_error(status, error, 400, "VALIDATION_ERROR")
+    status, profile = await api.get("/api/profiles/me", me)
+    assert status == 200 and profile["full_name"] == "Test User"  # nothing half-written

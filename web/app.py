@@ -25,7 +25,7 @@ from hub.listener import Listener
 from hub.pubsub import PubSub
 from hub.sweeper import sweep_forever
 from web.realtime import Realtime
-from web import admin, appointments, availability, clinic, health, notifications, profiles
+from web import admin, appointments, availability, clinic, health, notifications, openapi, profiles
 from web._http import BOOKING, POOL, PRINCIPALS, REQUEST_ID, SETTINGS, USER_ID, json
 
 log = logging.getLogger("hub.http")
@@ -52,6 +52,9 @@ async def errors_and_access_log(request: web.Request, handler: Handler) -> web.S
         response = await handler(request)
     except HubError as exc:
         response = json(exc.body(), exc.status)
+    except db.DATA_ERRORS as exc:
+        error = db.data_error(exc)
+        response = json(error.body(), error.status)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise  # redirects are answers, not errors
@@ -212,7 +215,7 @@ def create_app(settings: Settings) -> web.Application:
     health.register(app, "database", _database_health)
     health.register(app, "realtime", _realtime_health)
     health.register(app, "actors", _actors_health)
-    for module in (health, profiles, availability, appointments, notifications, clinic):
+    for module in (health, profiles, availability, appointments, notifications, clinic, openapi):
         app.add_routes(module.routes)
     app.router.add_get("/realtime/v1/websocket", _websocket)
     app.router.add_get("/metrics", _metrics)

@@ -15,7 +15,7 @@ routes = web.RouteTableDef()
 
 class Page(msgspec.Struct, forbid_unknown_fields=True):
     limit: Annotated[int, msgspec.Meta(ge=1, le=100)] = 20
-    offset: Annotated[int, msgspec.Meta(ge=0)] = 0
+    offset: Annotated[int, msgspec.Meta(ge=0, le=1_000_000)] = 0
     unread: bool = False
 
 

@@ -1,0 +1,286 @@
+"""GET /openapi.json, generated from the msgspec structs the controllers decode,
+plus structs describing what they answer. schemathesis checks the hub
+against it (tests/test_openapi.py), so this cannot drift from the code quietly."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import date, datetime
+from typing import Any, Literal
+
+import msgspec
+from aiohttp import web
+
+from hub.booking import (AppointmentFilters, AvailabilityDTO, CancelDTO, CreateAppointmentDTO, ReserveDTO, SlotsQuery,
+                         Status, UpdateAppointmentDTO)
+from hub.errors import ErrorCode
+from web.clinic import AppointmentTypeDTO, Closure
+from web.notifications import Page
+from web.profiles import CreateDentist, SetRoles, UpdateDentist, UpdateProfile
+
+routes = web.RouteTableDef()
+
+
+class ErrorBody(msgspec.Struct):
+    code: ErrorCode
+    message: str
+    timestamp: str
+    details: dict[str, Any] | None = None
+
+
+class ErrorResponse(msgspec.Struct):
+    error: ErrorBody
+
+
+class Profile(msgspec.Struct):
+    id: uuid.UUID
+    email: str | None
+    full_name: str | None
+    phone: str | None
+    date_of_birth: date | None
+    roles: list[str]
+    created_at: datetime
+    updated_at: datetime
+
+
+class Dentist(msgspec.Struct):
+    id: uuid.UUID
+    user_id: uuid.UUID | None
+    name: str
+    specialization: str | None
+    timezone: str
+    slot_minutes: int
+    available_times: dict[str, str]
+    date_overrides: dict[str, str]
+    min_notice_minutes: int
+    horizon_days: int
+    version: int
+    created_at: datetime
+    updated_at: datetime
+
+
+class Roles(msgspec.Struct):
+    user_id: uuid.UUID
+    roles: list[str]
+
+
+class Availability(msgspec.Struct):
+    dentist_id: uuid.UUID
+    timezone: str
+    slot_minutes: int
+    overrides: dict[str, str]
+    min_notice_minutes: int
+    horizon_days: int
+    version: int
+    monday: str | None = None
+    tuesday: str | None = None
+    wednesday: str | None = None
+    thursday: str | None = None
+    friday: str | None = None
+    saturday: str | None = None
+    sunday: str | None = None
+    conflicts: list[dict[str, Any]] | None = None
+
+
+class TimeSlot(msgspec.Struct):
+    start: datetime
+    end: datetime
+    available: bool
+    status: Literal["free", "busy", "busy-tentative", "busy-unavailable"]
+    dentist_id: uuid.UUID
+
+
+class SlotReservation(msgspec.Struct):
+    id: uuid.UUID
+    dentist_id: uuid.UUID
+    patient_id: uuid.UUID
+    slot_time: datetime
+    duration_minutes: int
+    appointment_type: str | None
+    expires_at: datetime
+    created_at: datetime
+
+
+class Document(msgspec.Struct):
+    id: uuid.UUID
+    appointment_id: uuid.UUID
+    file_name: str
+    file_url: str
+    file_type: str
+    file_size: int
+    uploaded_by: uuid.UUID
+    created_at: datetime
+
+
+class Appointment(msgspec.Struct):
+    id: uuid.UUID
+    patient_id: uuid.UUID
+    dentist_id: uuid.UUID
+    appointment_date: datetime
+    duration_minutes: int
+    buffer_minutes: int
+    ends_at: datetime
+    appointment_type: str
+    status: Status
+    notes: str | None
+    patient_notes: str | None
+    medical_history: str | None
+    created_by: uuid.UUID | None
+    cancelled_at: datetime | None
+    cancelled_by: uuid.UUID | None
+    cancellation_reason: str | None
+    created_at: datetime
+    updated_at: datetime
+    documents: list[Document] | None = None
+
+
+class Pagination(msgspec.Struct):
+    total: int
+    limit: int
+    offset: int
+    hasMore: bool
+
+
+class AppointmentPage(msgspec.Struct):
+    data: list[Appointment]
+    pagination: Pagination
+
+
+class Notification(msgspec.Struct):
+    id: uuid.UUID
+    kind: str
+    title: str
+    body: str
+    data: dict[str, Any]
+    read_at: datetime | None
+    created_at: datetime
+
+
+class NotificationPage(msgspec.Struct):
+    data: list[Notification]
+    pagination: Pagination
+
+
+class ClosureOut(msgspec.Struct):
+    day: date
+    reason: str
+
+
+class AppointmentType(msgspec.Struct):
+    name: str
+    duration_minutes: int
+    buffer_minutes: int
+
+
+class Health(msgspec.Struct):
+    status: Literal["healthy", "unhealthy"]
+    timestamp: str
+    checks: dict[str, dict[str, Any]]
+
+
+# (method, path, summary, query struct, body struct, success status, response type)
+OPERATIONS: list[tuple[str, str, str, Any, Any, int, Any]] = [
+    ("get", "/health", "Health of the database, realtime listener and actors", None, None, 200, Health),
+    ("get", "/api/profiles/me", "The caller's profile (created on first use)", None, None, 200, Profile),
+    ("put", "/api/profiles/me", "Update the caller's profile", None, UpdateProfile, 200, Profile),
+    ("get", "/api/profiles/dentists", "The clinic's dentists", None, None, 200, list[Dentist]),
+    ("post", "/api/dentists", "Create a dentist (admin)", None, CreateDentist, 201, Dentist),
+    ("put", "/api/dentists/{id}", "Update a dentist (admin)", None, UpdateDentist, 200, Dentist),
+    ("put", "/api/users/{id}/roles", "Replace a user's roles (admin)", None, SetRoles, 200, Roles),
+    ("get", "/api/availability/{dentist_id}", "Weekly hours, time zone, slot length, overrides", None, None, 200,
+     Availability),
+    ("put", "/api/availability/{dentist_id}", "Change hours (admin or the dentist; ?force=true keeps conflicts)",
+     None, AvailabilityDTO, 200, Availability),
+    ("get", "/api/availability/{dentist_id}/slots", "Free and busy slots for a date or range", SlotsQuery, None, 200,
+     list[TimeSlot]),
+    ("post", "/api/availability/{dentist_id}/reservations", "Hold a slot (Idempotency-Key honoured)", None,
+     ReserveDTO, 201, SlotReservation),
+    ("post", "/api/reservations/{id}/extend", "Extend a hold", None, None, 200, SlotReservation),
+    ("delete", "/api/reservations/{id}", "Release a hold", None, None, 204, None),
+    ("get", "/api/appointments", "Appointments the caller may see", AppointmentFilters, None, 200, AppointmentPage),
+    ("post", "/api/appointments", "Book (Idempotency-Key honoured)", None, CreateAppointmentDTO, 201, Appointment),
+    ("get", "/api/appointments/{id}", "One appointment with its documents", None, None, 200, Appointment),
+    ("put", "/api/appointments/{id}", "Reschedule, change type or notes, or change status", None,
+     UpdateAppointmentDTO, 200, Appointment),
+    ("delete", "/api/appointments/{id}", "Cancel", None, CancelDTO, 200, Appointment),
+    ("get", "/api/notifications", "The caller's notifications, unread first", Page, None, 200, NotificationPage),
+    ("post", "/api/notifications/{id}/read", "Mark a notification read", None, None, 200, Notification),
+    ("get", "/api/clinic/closures", "Clinic-wide closed days", None, None, 200, list[ClosureOut]),
+    ("put", "/api/clinic/closures/{day}", "Close the clinic on a day (admin)", None, Closure, 200, ClosureOut),
+    ("delete", "/api/clinic/closures/{day}", "Reopen a day (admin)", None, None, 204, None),
+    ("get", "/api/appointment-types", "Appointment types and durations", None, None, 200, list[AppointmentType]),
+    ("put", "/api/appointment-types/{name}", "Create or change an appointment type (admin)", None,
+     AppointmentTypeDTO, 200, AppointmentType),
+]
+_ERRORS = {"400": "Invalid input (details.field names it)", "401": "Missing or bad token",
+           "403": "Not allowed for this caller", "404": "Not found", "409": "Conflict with the current state",
+           "413": "Body too large", "429": "Too many requests", "503": "Retry shortly"}
+_PATH_PARAMS = {"id": {"type": "string", "format": "uuid"}, "dentist_id": {"type": "string", "format": "uuid"},
+                "day": {"type": "string", "format": "date"},
+                "name": {"type": "string", "pattern": "^[a-z][a-z0-9_]{0,39}$"}}
+
+
+def _parameters(path: str, query: Any, components: dict[str, Any]) -> list[dict[str, Any]]:
+    params = [{"name": name, "in": "path", "required": True, "schema": schema}
+              for name, schema in _PATH_PARAMS.items() if "{" + name + "}" in path]
+    if query is not None:
+        properties = components[query.__name__]["properties"]
+        for field in msgspec.structs.fields(query):
+            param = {"name": field.encode_name, "in": "query", "required": False,
+                     "schema": properties[field.encode_name]}
+            if field.name == "status":
+                param.update(style="form", explode=False)  # status=pending,confirmed
+            params.append(param)
+    return params
+
+
+def build() -> dict[str, Any]:
+    """The OpenAPI 3.1 document; every schema comes from a msgspec struct."""
+    answers = [op[6] for op in OPERATIONS if op[6] is not None]
+    inputs = [t for op in OPERATIONS for t in (op[3], op[4]) if t is not None]
+    schemas, components = msgspec.json.schema_components(answers + inputs + [ErrorResponse],
+                                                         ref_template="#/components/schemas/{name}")
+    answer_schema = dict(zip(map(id, answers), schemas))
+    error = {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorResponse"}}}}
+    paths: dict[str, Any] = {}
+    for method, path, summary, query, body, status, answer in OPERATIONS:
+        operation: dict[str, Any] = {"summary": summary, "parameters": _parameters(path, query, components),
+                                     "responses": {code: {"description": text, **error}
+                                                   for code, text in _ERRORS.items()}}
+        operation["responses"][str(status)] = {"description": "Done"} if answer is None else {
+            "description": "OK", "content": {"application/json": {"schema": answer_schema[id(answer)]}}}
+        if body is not None:
+            operation["requestBody"] = {"required": method != "delete", "content": {"application/json": {
+                "schema": {"$ref": f"#/components/schemas/{body.__name__}"}}}}
+        if path == "/health":
+            operation["security"] = []
+            operation["responses"]["503"] = {"description": "Unhealthy", "content": {"application/json": {
+                "schema": {"$ref": "#/components/schemas/Health"}}}}
+        if method == "put" and path == "/api/availability/{dentist_id}":
+            operation["parameters"].append({"name": "force", "in": "query", "required": False,
+                                            "schema": {"type": "boolean"}})
+        if method == "post" and path in ("/api/appointments", "/api/availability/{dentist_id}/reservations"):
+            operation["parameters"].append({"name": "Idempotency-Key", "in": "header", "required": False,
+                                            "schema": {"type": "string", "minLength": 1, "maxLength": 200}})
+        paths.setdefault(path, {})[method] = operation
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "Dental hub", "version": "0.1.0",
+                 "description": "Realtime booking hub for dental clinics. Errors always use ErrorResponse. "
+                                "The realtime socket is described in docs/REALTIME.md."},
+        "components": {"schemas": components,
+                       "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}}},
+        "security": [{"bearer": []}],
+        "paths": paths,
+    }
+
+
+_SPEC: bytes | None = None
+
+
+@routes.get("/openapi.json")
+async def openapi(request: web.Request) -> web.Response:
+    global _SPEC
+    if _SPEC is None:
+        _SPEC = msgspec.json.encode(build())
+    return web.Response(body=_SPEC, content_type="application/json")
