@@ -63,9 +63,8 @@ class ReserveDTO(msgspec.Struct, forbid_unknown_fields=True):
     patient_id: uuid.UUID | None = None
 
 
-class AvailabilityDTO(msgspec.Struct, forbid_unknown_fields=True):
-    """The seed's AvailabilitySchedule (weekday keys; a missing day is closed),
-    plus optional timezone, slot length and date overrides."""
+class WeeklyHours(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """The seed's AvailabilitySchedule: weekday keys, a missing day is closed."""
     monday: str | None = None
     tuesday: str | None = None
     wednesday: str | None = None
@@ -73,6 +72,10 @@ class AvailabilityDTO(msgspec.Struct, forbid_unknown_fields=True):
     friday: str | None = None
     saturday: str | None = None
     sunday: str | None = None
+
+
+class AvailabilityDTO(WeeklyHours, forbid_unknown_fields=True, kw_only=True):
+    """Weekly hours plus optional timezone, slot length and date overrides."""
     timezone: str | None = None
     slot_minutes: Annotated[int, msgspec.Meta(ge=5, le=240)] | None = None
     overrides: Annotated[dict[str, str], msgspec.Meta(max_length=400)] | None = None

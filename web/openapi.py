@@ -12,7 +12,7 @@ import msgspec
 from aiohttp import web
 
 from hub.booking import (AppointmentFilters, AvailabilityDTO, CancelDTO, CreateAppointmentDTO, ReserveDTO, SlotsQuery,
-                         Status, UpdateAppointmentDTO)
+                         Status, UpdateAppointmentDTO, WeeklyHours)
 from hub.errors import ErrorCode
 from web.clinic import AppointmentTypeDTO, Closure
 from web.notifications import Page
@@ -64,7 +64,7 @@ class Roles(msgspec.Struct):
     roles: list[str]
 
 
-class Availability(msgspec.Struct):
+class Availability(WeeklyHours, kw_only=True):
     dentist_id: uuid.UUID
     timezone: str
     slot_minutes: int
@@ -72,13 +72,6 @@ class Availability(msgspec.Struct):
     min_notice_minutes: int
     horizon_days: int
     version: int
-    monday: str | None = None
-    tuesday: str | None = None
-    wednesday: str | None = None
-    thursday: str | None = None
-    friday: str | None = None
-    saturday: str | None = None
-    sunday: str | None = None
     conflicts: list[dict[str, Any]] | None = None
 
 
