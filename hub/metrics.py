@@ -33,7 +33,7 @@ BROADCAST_LATENCY = Histogram("hub_realtime_broadcast_latency_seconds",
                               "From the change (commit) to its hand-off to the last local socket", buckets=FAST)
 DISCONNECTS = Counter("hub_session_disconnects_total", "Realtime sockets closed by the hub, by close code",
                       ["code"])
-OUTBOX_DROPS = Counter("hub_session_outbox_dropped_total", "Frames dropped when a slow socket was disconnected")
+OUTBOX_DROPS = Counter("hub_session_outbox_dropped_total", "Sockets whose outbox overflowed (slow consumers cut off)")
 APPOINTMENTS = Counter("hub_booking_appointments_total", "Appointment changes made by this process",
                        ["change"])  # created | cancelled | no_show | completed | confirmed | rescheduled
 HOLDS = Counter("hub_booking_holds_total", "Holds made or ended by this process", ["change"])  # created | released

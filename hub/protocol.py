@@ -18,7 +18,8 @@ VERSIONS = (V1, V2)
 
 # Binary frame kinds of realtime-js's serializer.
 _USER_BROADCAST_PUSH = 3
-_HEADER = struct.Struct("!BBBBBBB")  # kind, len(join_ref), len(ref), len(topic), len(event), len(meta), encoding
+_HEADER = struct.Struct("!BBBBBBB")
+_LEN1, _LEN2, _LEN3 = struct.Struct("!BB"), struct.Struct("!BBH"), struct.Struct("!BBQ")  # kind, len(join_ref), len(ref), len(topic), len(event), len(meta), encoding
 
 
 class ProtocolError(ValueError):
@@ -84,6 +85,20 @@ def encode(vsn: str, topic: str, event: str, payload: Any, ref: str | None = Non
     if vsn == V1:
         return _encode({"join_ref": join_ref, "ref": ref, "topic": topic, "event": event, "payload": payload})
     return _encode([join_ref, ref, topic, event, payload])
+
+
+def wire(data: bytes) -> bytes:
+    """`data` as a server-to-client WebSocket text frame (RFC 6455: FIN, text
+    opcode, no mask). Server frames are the same bytes for every socket, so the
+    fan-out writes them straight to each transport."""
+    n = len(data)
+    if n < 126:
+        header = _LEN1.pack(0x81, n)
+    elif n < 65536:
+        header = _LEN2.pack(0x81, 126, n)
+    else:
+        header = _LEN3.pack(0x81, 127, n)
+    return header + data
 
 
 def reply(vsn: str, msg: Message, status: str, response: Any) -> bytes:

@@ -69,9 +69,11 @@ class Realtime:
                     targets |= self._by_topic.get(f"appointments:patient_id={row['patient_id']}", set())
         targets |= self._by_table.get(event.table_name, set())
         cache: dict[Any, Any] = {}
+        sent = 0
         for channel in targets:
-            channel.deliver(event, cache)
-        self.delivered += len(targets)
+            sent += channel.deliver(event, cache)
+        self.delivered += sent
+        metrics.MESSAGES.inc(sent)
         if targets:
             lag = (datetime.now(timezone.utc) - event.created_at).total_seconds() * 1000
             self._latencies[event.id] = max(self._latencies.get(event.id, 0), round(lag))
@@ -249,7 +251,7 @@ class Realtime:
                     continue
                 held, channel.pending = channel.pending, None
                 for event in missed:
-                    channel.deliver(event, {})
+                    metrics.MESSAGES.inc(channel.deliver(event, {}))
                 channel.pending = held
         finally:
             channel.flush_pending()

@@ -1,8 +1,9 @@
-"""One WebSocket: a reader, a writer with a bounded outbox, and its joined channels.
+"""One WebSocket: a reader, a bounded outbox, and its joined channels.
 
-Fan-out calls `push()`, which never waits: a client whose outbox is full is
-too slow, and is disconnected with SLOW (it reconnects and resumes by
-version) rather than slowing anyone else or growing memory.
+Fan-out calls `push()`, which never waits: it writes the frame to the
+socket's transport, whose buffer is the outbox. A client whose backlog passes
+OUTBOX_BYTES is too slow and is disconnected with SLOW (it reconnects and
+resumes by version) rather than slowing anyone else or growing memory.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ RESTART = Close(1012, "service restart: reconnect and resume")
 UNAUTHORIZED = Close(4001, "token expired or invalid")
 SLOW = Close(4008, "slow consumer: reconnect and resume")
 
-OUTBOX = 1024           # frames queued for one socket before it counts as slow
+OUTBOX_BYTES = 512 * 1024  # unsent bytes one socket may have before it counts as slow
 MAX_CHANNELS = 100      # channels one socket may join
 PUSH_RATE = 50.0        # client pushes per second, sustained
 PUSH_BURST = 100.0
@@ -66,52 +67,61 @@ class Channel:
     last_version: dict[uuid.UUID, int] = dataclasses.field(default_factory=dict)
     pending: list[Event] | None = None  # live events held back while a replay is sent
 
-    def deliver(self, event: Event, cache: dict[Any, Any]) -> None:
-        """Send what `event` means on this channel, once, in version order."""
+    def deliver(self, event: Event, cache: dict[Any, Any]) -> int:
+        """Send what `event` means on this channel, once, in version order;
+        returns the frames sent. `cache` holds each frame, ready for the wire,
+        per topic and serializer: built by the first subscriber, reused by all."""
         if self.pending is not None:
             self.pending.append(event)
-            return
+            return 0
         seen = self.last_version.get(event.dentist_id)
         if seen is not None and event.version <= seen:
-            return  # already sent (replay seam)
+            return 0  # already sent (replay seam)
         self.last_version[event.dentist_id] = event.version
-        vsn, kind = self.session.vsn, self.topic.kind
-        if kind == ("availability", "dentist_id"):
-            changes = cache.get(("availability", id(event)))
-            if changes is None:
-                changes = cache[("availability", id(event))] = channels.availability_changes(event)
-            for i, (name, new, old) in enumerate(changes):
-                self._send(cache, ("a", i), name, lambda: channels.seed_payload(event, name, new, old))
-        elif kind is not None and kind[0] == "appointments" and event.table_name == "appointments":
-            if self.viewer.sees(event):
-                self._send(cache, "full", event.event_type,
-                           lambda: channels.seed_payload(event, event.event_type, event.new, event.old))
+        key = (self.topic.name, self.session.vsn)
+        frames = cache.get(key)
+        if frames is None:
+            frames = cache[key] = self._frames(event)
+        if not self.topic.kind or self.topic.kind[0] != "appointments" or self.viewer.sees(event):
+            for frame in frames:
+                self.session.send_frame(frame)
+            sent = len(frames)
+        else:
+            sent = 0
         if self.bindings:
-            ids = [b.id for b in self.bindings if b.matches(event)]
+            ids = tuple(b.id for b in self.bindings if b.matches(event))
             if ids and self.viewer.sees(event):
-                key = ("pg", tuple(ids), self.topic.name, vsn)
-                frame = cache.get(key)
+                pg_key = ("pg", ids, self.topic.name, self.session.vsn)
+                frame = cache.get(pg_key)
                 if frame is None:
-                    frame = cache[key] = protocol.encode(vsn, self.topic.name, "postgres_changes",
-                                                         channels.postgres_payload(event, ids))
-                self.session.push(frame)
+                    frame = cache[pg_key] = protocol.wire(protocol.encode(
+                        self.session.vsn, self.topic.name, "postgres_changes",
+                        channels.postgres_payload(event, list(ids))))
+                self.session.send_frame(frame)
+                sent += 1
+        return sent
 
-    def _send(self, cache: dict[Any, Any], variant: Any, name: str, payload: Any) -> None:
-        key = (variant, self.topic.name, self.session.vsn)
-        frame = cache.get(key)
-        if frame is None:
-            frame = cache[key] = protocol.encode(self.session.vsn, self.topic.name, "broadcast", payload())
-        self.session.push(frame)
+    def _frames(self, event: Event) -> list[bytes]:
+        """The hub's broadcasts for `event` on this topic (the same for every subscriber)."""
+        kind, vsn, name = self.topic.kind, self.session.vsn, self.topic.name
+        if kind == ("availability", "dentist_id"):
+            messages = [(change, channels.seed_payload(event, change, new, old))
+                        for change, new, old in channels.availability_changes(event)]
+        elif kind is not None and kind[0] == "appointments" and event.table_name == "appointments":
+            messages = [(event.event_type, channels.seed_payload(event, event.event_type, event.new, event.old))]
+        else:
+            messages = []
+        return [protocol.wire(protocol.encode(vsn, name, "broadcast", payload)) for _, payload in messages]
 
     def flush_pending(self) -> None:
         held, self.pending = self.pending or [], None
         for event in held:
-            self.deliver(event, {})
+            metrics.MESSAGES.inc(self.deliver(event, {}))
 
 
 class Session:
     def __init__(self, ws: web.WebSocketResponse, vsn: str, principal: Principal, realtime: Realtime,
-                 transport: Any = None) -> None:
+                 transport: asyncio.Transport | None) -> None:
         self.ws = ws
         self._transport = transport
         self.vsn = vsn
@@ -119,7 +129,6 @@ class Session:
         self.realtime = realtime
         self.id = uuid.uuid4().hex
         self.channels: dict[str, Channel] = {}
-        self._outbox: asyncio.Queue[bytes | Close] = asyncio.Queue(OUTBOX)
         self._closing = False
         self._tokens = PUSH_BURST
         self._refilled = time.monotonic()
@@ -127,67 +136,61 @@ class Session:
 
     # ---- writing ---------------------------------------------------------
 
-    def push(self, frame: bytes) -> None:
-        """Queue a frame; never waits. A full outbox disconnects the client as SLOW."""
-        if self._closing:
+    def push(self, data: bytes) -> None:
+        """Write one encoded message (a reply, a system message)."""
+        self.send_frame(protocol.wire(data))
+        metrics.MESSAGES.inc()
+
+    def send_frame(self, frame: bytes) -> None:
+        """Write a ready WebSocket frame; never waits. The transport's buffer is
+        this socket's outbox: past OUTBOX_BYTES the client is too slow and is
+        disconnected with SLOW (it reconnects and resumes by version)."""
+        transport = self._transport
+        if self._closing or transport is None or transport.is_closing():
             return
-        try:
-            self._outbox.put_nowait(frame)
-            metrics.MESSAGES.inc()
-        except asyncio.QueueFull:
+        if transport.get_write_buffer_size() > OUTBOX_BYTES:
             self.realtime.slow_disconnects += 1
-            metrics.OUTBOX_DROPS.inc(self._outbox.qsize())
+            metrics.OUTBOX_DROPS.inc()
             self.close_soon(SLOW)
+            return
+        transport.write(frame)
 
     def close_soon(self, close: Close) -> None:
         if self._closing:
             return
         self._closing = True
+        self.close_code = close.code
         metrics.DISCONNECTS.labels(str(close.code)).inc()
-        while not self._outbox.empty():  # a slow client will not read the backlog anyway
-            self._outbox.get_nowait()
-        self._outbox.put_nowait(close)
+        loop = asyncio.get_running_loop()
+        loop.create_task(self._close(close))
         # A peer that stopped reading never lets the close frame out: cut it off.
-        asyncio.get_running_loop().call_later(CLOSE_GRACE, self._abort)
+        loop.call_later(CLOSE_GRACE, self._abort)
+
+    async def _close(self, close: Close) -> None:
+        with contextlib.suppress(TimeoutError, ConnectionError, RuntimeError):
+            await asyncio.wait_for(self.ws.close(code=close.code, message=close.reason.encode()), CLOSE_GRACE)
 
     def _abort(self) -> None:
-        if not self.ws.closed and self._transport is not None:
+        if self._transport is not None and not self._transport.is_closing():
             self._transport.abort()
-
-    async def _write_loop(self) -> None:
-        while True:
-            item = await self._outbox.get()
-            if isinstance(item, Close):
-                self.close_code = item.code
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.ws.close(code=item.code, message=item.reason.encode()), CLOSE_GRACE)
-                return
-            await self.ws.send_str(item.decode())
 
     # ---- reading -----------------------------------------------------------
 
     async def run(self) -> None:
-        writer = asyncio.create_task(self._write_loop(), name=f"ws-writer:{self.id}")
+        """The one reader of this socket; writes happen in push()."""
         try:
             async for raw in self.ws:
                 if raw.type == WSMsgType.TEXT:
-                    await self._receive_text(raw.data)
+                    await self._receive(lambda: protocol.decode_text(raw.data, self.vsn))
                 elif raw.type == WSMsgType.BINARY:
                     await self._receive(lambda: protocol.decode_binary(raw.data))
                 elif raw.type == WSMsgType.ERROR:
                     break
-                if writer.done():
-                    break
         finally:
             self._closing = True
-            writer.cancel()
-            await asyncio.gather(writer, return_exceptions=True)
             for channel in list(self.channels.values()):
                 self.realtime.leave(channel)
             self.channels.clear()
-
-    async def _receive_text(self, data: str) -> None:
-        await self._receive(lambda: protocol.decode_text(data, self.vsn))
 
     async def _receive(self, decode: Any) -> None:
         try:
