@@ -130,6 +130,7 @@ class Session:
         self.id = uuid.uuid4().hex
         self.channels: dict[str, Channel] = {}
         self._closing = False
+        self._unsent: list[bytes] = []  # frames of this loop iteration, written together
         self._tokens = PUSH_BURST
         self._refilled = time.monotonic()
         self.close_code: int | None = None
@@ -153,7 +154,17 @@ class Session:
             metrics.OUTBOX_DROPS.inc()
             self.close_soon(SLOW)
             return
-        transport.write(frame)
+        if not self._unsent:
+            asyncio.get_running_loop().call_soon(self._flush)
+        self._unsent.append(frame)
+
+    def _flush(self) -> None:
+        """One write (one system call) for every frame this socket got in this
+        loop iteration: a burst of events costs a send, not a send per event."""
+        frames, self._unsent = self._unsent, []
+        transport = self._transport
+        if frames and transport is not None and not transport.is_closing():
+            transport.write(b"".join(frames) if len(frames) > 1 else frames[0])
 
     def close_soon(self, close: Close) -> None:
         if self._closing:
@@ -167,6 +178,7 @@ class Session:
         loop.call_later(CLOSE_GRACE, self._abort)
 
     async def _close(self, close: Close) -> None:
+        self._flush()  # what was already accepted goes out before the close frame
         with contextlib.suppress(TimeoutError, ConnectionError, RuntimeError):
             await asyncio.wait_for(self.ws.close(code=close.code, message=close.reason.encode()), CLOSE_GRACE)
 
