@@ -5,11 +5,12 @@
 Starts `hub serve` (one process) on a scratch database and, in separate
 subscriber processes, opens raw WebSockets that join
 `availability:dentist_id=<id>` with the Phoenix protocol and count frames.
-  1. throughput: SQL inserts of appointments (each one event -> one frame per
+  1. latency: REST bookings open-loop at --rate/s spread over --dentists
+     dentists, --latency-subscribers subscribers spread over their channels;
+     booking sent -> slot_booked received, p50/p99;
+  2. throughput: SQL inserts of appointments (each one event -> one frame per
      subscriber, through LISTEN/NOTIFY and the feed) for --seconds; delivered
      frames per second across all subscribers;
-  2. latency: REST bookings open-loop at --rate/s with --latency-subscribers
-     subscribers; booking sent -> slot_booked received, p50/p99;
   3. memory: the hub's RSS before and after --idle idle joined sockets.
 Prints one line per figure (docs/BENCHMARKS.md records them).
 """
@@ -100,7 +101,8 @@ class _Subscriber(asyncio.Protocol):
                 if b'"slot_booked"' in payload:
                     body = msgspec.json.decode(payload)
                     if body[3] == "broadcast" and body[4]["event"] == "slot_booked":
-                        self.seen.setdefault(body[4]["payload"]["new"]["start"], []).append(time.time())
+                        inner = body[4]["payload"]
+                        self.seen.setdefault(f"{inner['dentist_id']}/{inner['new']['start']}", []).append(time.time())
             i += head + length
         del buf[:i]
 
@@ -108,14 +110,16 @@ class _Subscriber(asyncio.Protocol):
 async def subscribe(url: str, token: str, topic: str, count: int, seconds: float, latency: bool) -> dict:
     parsed = urlsplit(url)
     path = f"{parsed.path}?apikey={token}&vsn=2.0.0"
-    join = json.dumps(["1", "1", topic, "phx_join", {"config": {}}]).encode()
+    topics = topic.split(",")  # several: subscriber i joins topics[i % len(topics)]
     seen: dict[str, list[float]] = {}
     loop = asyncio.get_running_loop()
     subscribers = []
-    for _ in range(count):
+    for i in range(count):
         ready = asyncio.Event()
+        join = json.dumps(["1", "1", topics[i % len(topics)], "phx_join", {"config": {}}]).encode()
         _, sub = await loop.create_connection(
-            lambda r=ready: _Subscriber(parsed.netloc, path, join, latency, seen, r), parsed.hostname, parsed.port)
+            lambda r=ready, j=join: _Subscriber(parsed.netloc, path, j, latency, seen, r), parsed.hostname,
+            parsed.port)
         subscribers.append(sub)
         await ready.wait()
     print(json.dumps({"ready": count}), flush=True)
@@ -213,16 +217,20 @@ async def throughput(dsn: str, ws_url: str, token: str, dentist: uuid.UUID, pati
           f"= {frames / elapsed:,.0f} msg/s delivered ({frames / (made * n) * 100:.0f}% of {made * n:,})", flush=True)
 
 
-async def latency(url: str, ws_url: str, token: str, tokens: list[str], dentist: uuid.UUID, n: int, rate: int,
-                  seconds: float) -> None:
-    procs = spawn(ws_url, token, f"availability:dentist_id={dentist}", n, seconds + 5, latency=True)
+async def latency(url: str, ws_url: str, token: str, tokens: list[str], dentists: list[uuid.UUID], n: int,
+                  rate: int, seconds: float) -> None:
+    """Bookings spread over `dentists` (one dentist's actor serializes its own
+    bookings); the subscribers are spread over those dentists' channels."""
+    topics = ",".join(f"availability:dentist_id={d}" for d in dentists)
+    procs = spawn(ws_url, token, topics, n, seconds + 5, latency=True)
     start = datetime.now(timezone.utc).replace(minute=0, second=0, microsecond=0) + timedelta(days=200)
     sent: dict[str, float] = {}
     async with aiohttp.ClientSession() as session:
         async def book(i: int) -> None:
-            when = start + timedelta(minutes=30 * i)
+            dentist = dentists[i % len(dentists)]
+            when = start + timedelta(minutes=30 * (i // len(dentists)))
             key = when.strftime("%Y-%m-%dT%H:%M:%SZ")
-            sent[key] = time.time()
+            sent[f"{dentist}/{key}"] = time.time()
             async with session.post(f"{url}/api/appointments", headers={"Authorization": f"Bearer {tokens[i % len(tokens)]}"},
                                     json={"dentist_id": str(dentist), "appointment_date": when.isoformat(),
                                           "appointment_type": "checkup"}) as resp:
@@ -237,8 +245,9 @@ async def latency(url: str, ws_url: str, token: str, tokens: list[str], dentist:
         await asyncio.gather(*tasks)
     _, seen = collect(procs)
     lat = [(t - sent[k]) * 1000 for k, times in seen.items() if k in sent for t in times]
-    expected = len(sent) * n
-    print(f"latency at {rate} bookings/s, {n} subscribers: {len(lat):,} of {expected:,} deliveries seen; "
+    expected = len(sent) * n // len(dentists)
+    print(f"latency at {rate} bookings/s over {len(dentists)} dentists, {n} subscribers "
+          f"({n // len(dentists)} per dentist's channel): {len(lat):,} of {expected:,} deliveries seen; "
           f"booking->delivery p50={pct(lat, 50):.1f}ms p99={pct(lat, 99):.1f}ms max={max(lat):.1f}ms", flush=True)
 
 
@@ -259,7 +268,7 @@ async def main(args: argparse.Namespace) -> None:
         from hub import embedded
 
         server = embedded.start(HERE.parent / "var" / "bench-pgdata")
-    dsn, dentists, patients = await setup(server, 2, 50)
+    dsn, dentists, patients = await setup(server, 1 + args.dentists, 50)
     con = await db.connect(dsn)
     await con.execute("UPDATE dentists SET horizon_days = 730, min_notice_minutes = 0")
     await con.close()
@@ -271,9 +280,10 @@ async def main(args: argparse.Namespace) -> None:
     try:
         print(f"machine: {os.cpu_count()} cores; hub: 1 process; subscribers: separate processes "
               f"({PER_PROCESS} sockets each)", flush=True)
+        # Latency first, on a quiet hub: the throughput run leaves a backlog behind it.
+        await latency(url, ws_url, watcher, tokens, dentists[1:], args.latency_subscribers, args.rate, args.seconds)
         await throughput(dsn, ws_url, watcher, dentists[0], patients[0], args.subscribers, args.seconds)
         print("  hub counters:", await hub_counters(url), flush=True)
-        await latency(url, ws_url, watcher, tokens, dentists[1], args.latency_subscribers, args.rate, args.seconds)
         await memory(proc.pid, ws_url, watcher, dentists[0], args.idle)
     finally:
         proc.terminate()
@@ -288,6 +298,7 @@ if __name__ == "__main__":
     parser.add_argument("--latency-subscribers", type=int, default=3000)
     parser.add_argument("--idle", type=int, default=10000)
     parser.add_argument("--rate", type=int, default=200)
+    parser.add_argument("--dentists", type=int, default=20, help="dentists the latency bookings spread over")
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--url")
     parser.add_argument("--token")

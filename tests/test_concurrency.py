@@ -153,3 +153,14 @@ async def test_three_processes_every_subscriber_gets_every_event_once(api, clini
             pass
         assert sorted(received) == stored
         await client.close()
+    # Each process serves its own /metrics; scraped together they count every booking once.
+    created = 0.0
+    async with aiohttp.ClientSession() as session:
+        for url in urls:
+            async with session.get(f"{url}/metrics") as resp:
+                assert resp.status == 200
+                text = await resp.text()
+            for line in text.splitlines():
+                if line.startswith('hub_booking_appointments_total{change="created"}'):
+                    created += float(line.split()[-1])
+    assert created == 20

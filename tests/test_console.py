@@ -85,6 +85,7 @@ async def test_board_updates_live_and_editor_shows_errors(api, clinic, browser) 
     await page.click('#hours button[type=submit]')
     await page.wait_for_selector("#hours-ok:has-text('Saved')", timeout=2000)
     await page.wait_for_function("document.querySelectorAll('#board .slot').length === 2", timeout=2000)
+    await page.wait_for_selector("#health dt:has-text('messages sent')", timeout=2000)  # metrics summary
     await page.screenshot(path=str(IMG / "editor.png"), full_page=True)
     await page.close()
 

@@ -209,15 +209,27 @@ async function renderEvents () {
   }
 }
 
+// A few of this process's Prometheus figures (hidden when METRICS_TOKEN protects them).
+const FIGURES = [['sockets', /^hub_realtime_connections (\S+)/m], ['messages sent', /^hub_realtime_messages_sent_total (\S+)/m],
+  ['bookings made', /^hub_booking_appointments_total\{change="created"\} (\S+)/m], ['actors', /^hub_actor_active (\S+)/m]]
+
 async function renderHealth () {
   const health = await (await fetch('/health')).json()
   const dl = $('#health')
   dl.replaceChildren()
-  for (const [name, check] of Object.entries(health.checks)) {
+  const add = (name, text, ok) => {
     const dt = document.createElement('dt'); dt.textContent = name
-    const dd = document.createElement('dd'); dd.textContent = `${check.status} · ${check.latency_ms} ms`
-    dd.className = check.status === 'ok' ? 'ok' : 'error'
+    const dd = document.createElement('dd'); dd.textContent = text
+    if (ok !== undefined) dd.className = ok ? 'ok' : 'error'
     dl.append(dt, dd)
+  }
+  for (const [name, check] of Object.entries(health.checks)) add(name, `${check.status} · ${check.latency_ms} ms`, check.status === 'ok')
+  const metrics = await fetch('/metrics')
+  if (!metrics.ok) return
+  const text = await metrics.text()
+  for (const [name, pattern] of FIGURES) {
+    const found = text.match(pattern)
+    if (found) add(name, Number(found[1]).toLocaleString())
   }
 }
 
