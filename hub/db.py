@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 import asyncpg
@@ -25,10 +26,32 @@ def _jsonb_decode(data: bytes) -> Any:
     return _decode(data[1:])
 
 
+def _timed(name: str) -> Any:
+    method = getattr(asyncpg.Connection, name)
+
+    async def timed(self: asyncpg.Connection, *args: Any, **kwargs: Any) -> Any:
+        started = time.perf_counter()
+        try:
+            return await method(self, *args, **kwargs)
+        finally:
+            metrics.observe_query(time.perf_counter() - started)
+
+    timed.__name__ = timed.__qualname__ = name
+    return timed
+
+
+class TimedConnection(asyncpg.Connection):
+    """Times every query for hub_db_query_duration_seconds. (asyncpg's own
+    query logger does this too, but measured ~0.1 ms a query, a third of a
+    booking's CPU.)"""
+
+
+for _name in ("execute", "executemany", "fetch", "fetchrow", "fetchval"):
+    setattr(TimedConnection, _name, _timed(_name))
+
+
 async def init_connection(con: asyncpg.Connection) -> None:
-    """Decode json/jsonb with msgspec (faster than the stdlib, and one encoder
-    for the whole hub), and time every query for the metrics."""
-    con.add_query_logger(metrics.query_logger)
+    """Decode json/jsonb with msgspec: faster than the stdlib, and one encoder for the whole hub."""
     await con.set_type_codec("jsonb", schema="pg_catalog", encoder=_jsonb_encode,
                              decoder=_jsonb_decode, format="binary")
     await con.set_type_codec("json", schema="pg_catalog", encoder=lambda v: _encode(v).decode(),
@@ -47,7 +70,7 @@ def data_error(exc: Exception) -> errors.HubError:
 
 
 async def connect(dsn: str, **kwargs: Any) -> asyncpg.Connection:
-    con = await asyncpg.connect(dsn, **kwargs)
+    con = await asyncpg.connect(dsn, connection_class=TimedConnection, **kwargs)
     await init_connection(con)
     return con
 
@@ -56,4 +79,4 @@ async def create_pool(dsn: str, *, min_size: int = 2, max_size: int = 10,
                       command_timeout: float = 5.0) -> asyncpg.Pool:
     return await asyncpg.create_pool(
         dsn, min_size=min_size, max_size=max_size, command_timeout=command_timeout,
-        init=init_connection, server_settings={"application_name": "dental-hub"})
+        init=init_connection, connection_class=TimedConnection, server_settings={"application_name": "dental-hub"})
