@@ -79,6 +79,9 @@ class Schedule:
     closures: frozenset[date] = frozenset()
     min_notice_minutes: int = 120
     horizon_days: int = 90
+    # Working intervals per local date: every booking checks two days' grid.
+    _days: dict[date, list[tuple[datetime, datetime]]] = dataclasses.field(
+        default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         try:
@@ -142,7 +145,12 @@ class Schedule:
 
     def working_intervals(self, day: date) -> list[tuple[datetime, datetime]]:
         """UTC intervals worked on local date `day` (closures, then overrides, then weekly hours)."""
-        return [(self._instant(day, s), self._instant(day, e)) for s, e in self._ranges(day)]
+        found = self._days.get(day)
+        if found is None:
+            if len(self._days) > 1000:
+                self._days.clear()
+            found = self._days[day] = [(self._instant(day, s), self._instant(day, e)) for s, e in self._ranges(day)]
+        return list(found)
 
     def slot_starts(self, day: date) -> list[datetime]:
         step = timedelta(minutes=self.slot_minutes)

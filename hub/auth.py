@@ -74,14 +74,33 @@ def issue_token(secret: str, sub: uuid.UUID | str | None, *, role: str = "authen
     return jwt.encode(claims, secret, algorithm=ALGORITHM)
 
 
+_verified: dict[tuple[str, str], Claims] = {}
+_VERIFIED_MAX = 20_000
+
+
 def verify_token(secret: str, token: str | None) -> Claims:
     """Check signature, algorithm, expiry and the claims we rely on.
 
     Raises HubError(UNAUTHORIZED) for every way a token can be bad; the message
-    says which, without echoing the token.
+    says which, without echoing the token. A token that verified once is
+    remembered until it expires: clients send the same one on every request,
+    and checking an HMAC over again is a tenth of a booking's CPU.
     """
     if not token:
         raise errors.unauthorized("Missing bearer token")
+    known = _verified.get((secret, token))
+    if known is not None:
+        if known.exp > time.time():
+            return known
+        del _verified[(secret, token)]
+    claims = _verify(secret, token)
+    if len(_verified) >= _VERIFIED_MAX:
+        _verified.clear()  # bounded; entries are cheap to verify again
+    _verified[(secret, token)] = claims
+    return claims
+
+
+def _verify(secret: str, token: str) -> Claims:
     try:
         # `algorithms` pins HS256: `none` and asymmetric algorithms are refused,
         # which closes the classic alg-confusion attacks.

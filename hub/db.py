@@ -50,8 +50,14 @@ for _name in ("execute", "executemany", "fetch", "fetchrow", "fetchval"):
     setattr(TimedConnection, _name, _timed(_name))
 
 
+# Server process ids of this process's own connections: a NOTIFY sent by one
+# of them is (almost always) a write this process's actor publishes itself.
+BACKENDS: set[int] = set()
+
+
 async def init_connection(con: asyncpg.Connection) -> None:
     """Decode json/jsonb with msgspec: faster than the stdlib, and one encoder for the whole hub."""
+    BACKENDS.add(con.get_server_pid())
     await con.set_type_codec("jsonb", schema="pg_catalog", encoder=_jsonb_encode,
                              decoder=_jsonb_decode, format="binary")
     await con.set_type_codec("json", schema="pg_catalog", encoder=lambda v: _encode(v).decode(),

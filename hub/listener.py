@@ -28,6 +28,7 @@ from hub.feed import Feed
 log = logging.getLogger("hub.listener")
 
 _decode = msgspec.json.Decoder(dict[str, Any]).decode
+OWN_GRACE = 0.05  # seconds an own write's actor has to publish before the feed reads the log
 
 
 class Listener:
@@ -48,7 +49,12 @@ class Listener:
         try:
             ref = _decode(payload)
             dentist, version = uuid.UUID(ref["dentist_id"]), int(ref["version"])
-            self._feed.notice(dentist, version)
+            if pid in db.BACKENDS:
+                # Our own write: its actor publishes it in a moment, with no
+                # round trip; look again shortly only in case no actor did.
+                asyncio.get_running_loop().call_later(OWN_GRACE, self._feed.notice, dentist, version)
+            else:
+                self._feed.notice(dentist, version)
             self._directory.tell_if_live(str(dentist), Sync(version=version))
         except (msgspec.DecodeError, KeyError, ValueError, TypeError):
             log.warning("ignored a malformed hub_events payload: %.200s", payload)
