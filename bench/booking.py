@@ -26,6 +26,7 @@ import time
 import uuid
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import asyncpg
@@ -92,12 +93,13 @@ async def drop(server_dsn: str, dsn: str) -> None:
     await admin.close()
 
 
-async def start_hub(dsn: str, tmp: str) -> tuple[subprocess.Popen, str]:
+async def start_hub(dsn: str, tmp: str, preexec_fn: Any = None) -> tuple[subprocess.Popen, str]:
+    """One `hub serve` process on `dsn`, once /health says it is ready."""
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "hub", "serve", "--host", "127.0.0.1", "--port", str(port)],
                             env={**os.environ, "DATABASE_URL": dsn, "JWT_SECRET": SECRET, "HUB_ENV": "test",
                                  "LOG_LEVEL": "WARNING", "HUB_VAR_DIR": tmp, "DB_POOL_MAX": "20"},
-                            cwd=ROOT)
+                            cwd=ROOT, preexec_fn=preexec_fn)
     url = f"http://127.0.0.1:{port}"
     async with aiohttp.ClientSession() as session:
         for _ in range(300):

@@ -39,11 +39,10 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 
-from booking import SECRET, drop, pct, setup  # noqa: E402
+from booking import SECRET, drop, pct, setup, start_hub  # noqa: E402
 
 from hub import db  # noqa: E402
 from hub.auth import issue_token  # noqa: E402
-from tests.conftest import free_port  # noqa: E402
 
 PER_PROCESS = 500  # sockets per subscriber process
 
@@ -167,25 +166,6 @@ def raise_fd_limit() -> None:
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
-async def start_hub(dsn: str, tmp: str) -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "hub", "serve", "--host", "127.0.0.1", "--port", str(port)],
-                            env={**os.environ, "DATABASE_URL": dsn, "JWT_SECRET": SECRET, "HUB_ENV": "test",
-                                 "LOG_LEVEL": "WARNING", "HUB_VAR_DIR": tmp}, cwd=HERE.parent,
-                            preexec_fn=raise_fd_limit)
-    url = f"http://127.0.0.1:{port}"
-    async with aiohttp.ClientSession() as session:
-        for _ in range(300):
-            try:
-                async with session.get(url + "/health") as resp:
-                    if resp.status == 200:
-                        return proc, url
-            except aiohttp.ClientError:
-                pass
-            await asyncio.sleep(0.1)
-    raise SystemExit("hub did not start")
-
-
 async def hub_counters(url: str) -> str:
     """What the hub says it sent and whom it cut off (from its /metrics)."""
     async with aiohttp.ClientSession() as session:
@@ -278,7 +258,7 @@ async def main(args: argparse.Namespace) -> None:
     tokens = [issue_token(SECRET, p, ttl=3600) for p in patients]
     watcher = issue_token(SECRET, uuid.uuid4(), ttl=3600)
     tmp = tempfile.mkdtemp()
-    proc, url = await start_hub(dsn, tmp)
+    proc, url = await start_hub(dsn, tmp, preexec_fn=raise_fd_limit)
     ws_url = url.replace("http://", "ws://") + "/realtime/v1/websocket"
     try:
         print(f"machine: {os.cpu_count()} cores; hub: 1 process; subscribers: separate processes "
