@@ -6,6 +6,7 @@ statuses): never a dentist, user or session id.
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any, Callable
 
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
@@ -36,7 +37,8 @@ DISCONNECTS = Counter("hub_session_disconnects_total", "Realtime sockets closed 
 OUTBOX_DROPS = Counter("hub_session_outbox_dropped_total", "Sockets whose outbox overflowed (slow consumers cut off)")
 APPOINTMENTS = Counter("hub_booking_appointments_total", "Appointment changes made by this process",
                        ["change"])  # created | cancelled | no_show | completed | confirmed | rescheduled
-HOLDS = Counter("hub_booking_holds_total", "Holds made or ended by this process", ["change"])  # created | released
+HOLDS = Counter("hub_booking_holds_total", "Holds made or ended by this process",
+                ["change"])  # created | released (incl. booked) | expired
 
 
 def count_changes(produced: list[Event]) -> None:
@@ -53,8 +55,9 @@ def count_changes(produced: list[Event]) -> None:
         elif event.table_name == "slot_reservations":
             if old is None:
                 HOLDS.labels("created").inc()
-            elif new is None:
-                HOLDS.labels("ended").inc()
+            elif new is None:  # gone after its expiry: it timed out; before: released or booked
+                expired = datetime.fromisoformat(old["expires_at"]) <= event.created_at
+                HOLDS.labels("expired" if expired else "released").inc()
 
 
 def observe_query(seconds: float) -> None:

@@ -370,6 +370,8 @@ async def test_holds_expire_within_a_second(aiohttp_client, settings, clinic, ap
     assert _slot(await _slots(short, clinic.other_patient, clinic.dentist_id, start), start)["available"] is True
     status, page = await short.get("/api/notifications", clinic.patient)
     assert page["data"][0]["kind"] == "hold_expired"
+    status, metrics = await short.get("/metrics")
+    assert 'hub_booking_holds_total{change="expired"}' in metrics
 
 
 async def test_sweeper_releases_orphaned_holds(api, clinic) -> None:

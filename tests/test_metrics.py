@@ -31,6 +31,12 @@ async def test_metrics_move_after_a_booking(api, clinic) -> None:
     assert value(after, "hub_actor_turn_seconds_count", message="Book") >= 1
     assert "hub_db_pool_connections" in after and "hub_realtime_connections" in after
     assert clinic.dentist_id not in after and str(clinic.patient.id) not in after  # no ids as labels
+    status, hold = await api.post(f"/api/availability/{clinic.dentist_id}/reservations", clinic.patient,
+                                  json={"slot_time": slot_at(days=4)})
+    await api.delete(f"/api/reservations/{hold['id']}", clinic.patient)
+    status, text = await api.get("/metrics")
+    assert value(text, "hub_booking_holds_total", change="released") >= \
+        value(after, "hub_booking_holds_total", change="released") + 1
 
 
 async def test_metrics_token(aiohttp_client, settings) -> None:

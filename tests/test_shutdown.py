@@ -64,7 +64,9 @@ async def test_sigterm_under_load_loses_nothing(api, clinic, hubs) -> None:
             continue
         if msg.event == "broadcast" and msg.payload["event"] == "INSERT":
             received.append(msg.payload["payload"]["new"]["id"])
+    moved_by = subscriber.close_code  # how the first process let it go
     await subscriber.close()
+    assert moved_by == 1012, moved_by  # "service restart: reconnect and resume"
     assert sorted(received) == sorted(stored), "the subscriber missed or repeated events"
     assert subscriber.url.startswith(b.replace("http", "ws"))  # it moved to the other process
     print(f"checked: {len(acknowledged)} acknowledged bookings all stored; {len(received)} events received "
