@@ -46,7 +46,8 @@ async def test_schemathesis_finds_no_server_error(scratch_dsn: str, tmp_path: Pa
             "--suppress-health-check", "all", "--max-time", os.environ.get("SCHEMATHESIS_SECONDS", "60"),
             # A fixed seed keeps CI reproducible; set SCHEMATHESIS_SEED to explore further.
             "--seed", os.environ.get("SCHEMATHESIS_SEED", "20261124"),
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, env={**os.environ, "NO_COLOR": "1"})
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, env={**os.environ, "NO_COLOR": "1"},
+            cwd=tmp_path)  # its cache of examples stays out of the repository
         out, _ = await asyncio.wait_for(proc.communicate(), 300)
         text = out.decode()
         Path(os.environ.get("SCHEMATHESIS_LOG", "/dev/null")).write_text(text)
