@@ -41,6 +41,8 @@ sys.path.insert(0, str(HERE.parent))
 
 from booking import SECRET, drop, pct, setup, start_hub  # noqa: E402
 
+from tests.conftest import free_port  # noqa: E402
+
 from hub import db  # noqa: E402
 from hub.auth import issue_token  # noqa: E402
 
@@ -55,14 +57,17 @@ class _Subscriber(asyncio.Protocol):
     per-message objects keeps the subscriber processes from being the
     bottleneck on a 2-core machine."""
 
-    def __init__(self, host: str, path: str, join: bytes, latency: bool, seen: dict, ready: asyncio.Event) -> None:
+    def __init__(self, host: str, path: str, join: bytes | None, latency: bool, seen: dict,
+                 ready: asyncio.Event) -> None:
+        """`join` is the Phoenix join to send; None speaks socket.io (engine.io v4) instead."""
         self.request = (f"GET {path} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
                         f"Sec-WebSocket-Key: {base64.b64encode(os.urandom(16)).decode()}\r\n"
                         "Sec-WebSocket-Version: 13\r\n\r\n").encode()
         self.join, self.latency, self.seen, self.ready = join, latency, seen, ready
         self.buffer = bytearray()
         self.upgraded = False
-        self.frames = -1  # the join reply is not counted
+        self.frames = -1  # the join reply (socket.io: the namespace connect) is not counted
+        self.first = self.last = 0.0  # when the first and last counted frames arrived
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport
@@ -76,9 +81,8 @@ class _Subscriber(asyncio.Protocol):
                 return
             del self.buffer[:end + 4]
             self.upgraded = True
-            mask = os.urandom(4)
-            body = bytes(b ^ mask[i % 4] for i, b in enumerate(self.join))
-            self.transport.write(bytes([0x81, 0x80 | len(body)]) + mask + body)  # type: ignore[attr-defined]
+            if self.join is not None:
+                self._send(self.join)
         buf, i, n = self.buffer, 0, len(self.buffer)
         while i + 2 <= n:
             length, head = buf[i + 1] & 0x7F, 2
@@ -92,30 +96,58 @@ class _Subscriber(asyncio.Protocol):
                 length, head = int.from_bytes(buf[i + 2:i + 10], "big"), 10
             if i + head + length > n:
                 break
-            self.frames += 1
-            if self.frames == 0:
+            if self.join is None:  # socket.io: open -> connect, ping -> pong, count "42" events
+                kind = buf[i + head:i + head + 2]
+                i += head + length
+                if kind[:1] == b"0":
+                    self._send(b"40")
+                elif kind[:1] == b"2":
+                    self._send(b"3")
+                elif kind == b"40":
+                    self.frames = 0
+                    self.ready.set()
+                elif kind == b"42":
+                    self._count()
+                continue
+            if self.frames < 0:  # the join reply
+                self.frames = 0
                 self.ready.set()
-            elif self.latency:
-                payload = bytes(buf[i + head:i + head + length])
-                if b'"slot_booked"' in payload:
-                    body = msgspec.json.decode(payload)
-                    if body[3] == "broadcast" and body[4]["event"] == "slot_booked":
-                        inner = body[4]["payload"]
-                        self.seen.setdefault(f"{inner['dentist_id']}/{inner['new']['start']}", []).append(time.time())
+            else:
+                self._count()
+                if self.latency:
+                    payload = bytes(buf[i + head:i + head + length])
+                    if b'"slot_booked"' in payload:
+                        body = msgspec.json.decode(payload)
+                        if body[3] == "broadcast" and body[4]["event"] == "slot_booked":
+                            inner = body[4]["payload"]
+                            self.seen.setdefault(f"{inner['dentist_id']}/{inner['new']['start']}", []).append(
+                                time.time())
             i += head + length
         del buf[:i]
+
+    def _count(self) -> None:
+        self.frames += 1
+        self.last = time.time()
+        if not self.first:
+            self.first = self.last
+
+    def _send(self, text: bytes) -> None:
+        mask = os.urandom(4)
+        body = bytes(b ^ mask[i % 4] for i, b in enumerate(text))
+        self.transport.write(bytes([0x81, 0x80 | len(body)]) + mask + body)  # type: ignore[attr-defined]
 
 
 async def subscribe(url: str, token: str, topic: str, count: int, seconds: float, latency: bool) -> dict:
     parsed = urlsplit(url)
-    path = f"{parsed.path}?apikey={token}&vsn=2.0.0"
+    path = f"{parsed.path}?apikey={token}&vsn=2.0.0" if topic != "socket.io" else f"{parsed.path}?{parsed.query}"
     topics = topic.split(",")  # several: subscriber i joins topics[i % len(topics)]
     seen: dict[str, list[float]] = {}
     loop = asyncio.get_running_loop()
     subscribers = []
     for i in range(count):
         ready = asyncio.Event()
-        join = json.dumps(["1", "1", topics[i % len(topics)], "phx_join", {"config": {}}]).encode()
+        join = None if topic == "socket.io" else \
+            json.dumps(["1", "1", topics[i % len(topics)], "phx_join", {"config": {}}]).encode()
         _, sub = await loop.create_connection(
             lambda r=ready, j=join: _Subscriber(parsed.netloc, path, j, latency, seen, r), parsed.hostname,
             parsed.port)
@@ -125,7 +157,9 @@ async def subscribe(url: str, token: str, topic: str, count: int, seconds: float
     await asyncio.sleep(seconds)
     for sub in subscribers:
         sub.transport.close()
-    return {"frames": sum(max(s.frames, 0) for s in subscribers), "seen": seen}
+    counted = [s for s in subscribers if s.frames > 0]
+    return {"frames": sum(max(s.frames, 0) for s in subscribers), "seen": seen,
+            "first": min((s.first for s in counted), default=0), "last": max((s.last for s in counted), default=0)}
 
 
 def spawn(url: str, token: str, topic: str, count: int, seconds: float, latency: bool) -> list[subprocess.Popen]:
@@ -141,12 +175,19 @@ def spawn(url: str, token: str, topic: str, count: int, seconds: float, latency:
     return procs
 
 
+SPAN: list[float] = [0.0, 0.0]  # first and last frame times of the latest collect()
+
+
 def collect(procs: list[subprocess.Popen]) -> tuple[int, dict[str, list[float]]]:
-    frames, seen = 0, {}
+    frames, seen, firsts, lasts = 0, {}, [], []
     for proc in procs:
         result = json.loads(proc.stdout.read())  # type: ignore[union-attr]
         proc.wait()
         frames += result["frames"]
+        if result["frames"]:
+            firsts.append(result["first"])
+            lasts.append(result["last"])
+        SPAN[:] = [min(firsts, default=0.0), max(lasts, default=0.0)]
         for key, times in result["seen"].items():
             seen.setdefault(key, []).extend(times)
     return frames, seen
@@ -192,9 +233,10 @@ async def throughput(dsn: str, ws_url: str, token: str, dentist: uuid.UUID, pati
         await asyncio.sleep(0.01)
     await con.close()
     frames, _ = collect(procs)
-    elapsed = seconds + 3
-    print(f"throughput: {made} events to {n} subscribers in {seconds:.0f}s (+3s drain): {frames} frames delivered "
-          f"= {frames / elapsed:,.0f} msg/s delivered ({frames / (made * n) * 100:.0f}% of {made * n:,})", flush=True)
+    span = max(SPAN[1] - SPAN[0], 1e-9)
+    print(f"throughput: {made} events to {n} subscribers in {seconds:.0f}s (+3s drain): {frames:,} frames delivered "
+          f"({frames / (made * n) * 100:.0f}% of {made * n:,}) at {frames / span:,.0f} msg/s "
+          f"(first to last frame received, {span:.1f}s)", flush=True)
 
 
 async def latency(url: str, ws_url: str, token: str, tokens: list[str], dentists: list[uuid.UUID], n: int,
@@ -244,8 +286,54 @@ async def memory(pid: int, ws_url: str, token: str, dentist: uuid.UUID, n: int) 
           f"{(after - before) / n:.1f} KB per connection", flush=True)
 
 
+async def peers(args: argparse.Namespace) -> None:
+    """The same fan-out and memory figures for a python-socketio and a Node
+    socket.io server, each told to emit to one room as fast as it can."""
+    peer_dir = HERE / "fanout_peers"
+    try:
+        import socketio  # noqa: F401
+    except ImportError:
+        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "python-socketio>=5,<6"], check=True)
+    if not (peer_dir / "node_modules" / "socket.io").exists():
+        subprocess.run(["npm", "ci", "--no-audit", "--no-fund", "--loglevel=error"], cwd=peer_dir, check=True)
+    for name, command in (("python-socketio", [sys.executable, str(peer_dir / "pysio_server.py")]),
+                          ("Node socket.io", ["node", str(peer_dir / "node_server.js")])):
+        port = free_port()
+        server = subprocess.Popen(command + [str(port)], stdout=subprocess.PIPE, text=True, preexec_fn=raise_fd_limit)
+        try:
+            assert server.stdout.readline().strip() == "ready"  # type: ignore[union-attr]
+            url = f"ws://127.0.0.1:{port}/socket.io/?EIO=4&transport=websocket"
+            seconds = args.seconds + 3
+            procs = spawn(url, "-", "socket.io", args.subscribers, seconds, latency=False)
+            async with aiohttp.ClientSession() as session:
+                async with session.post(f"http://127.0.0.1:{port}/publish?n={args.peer_messages}&size=300",
+                                        timeout=aiohttp.ClientTimeout(total=seconds + 60)) as resp:
+                    await resp.read()  # the server has emitted everything
+                frames, _ = await asyncio.get_running_loop().run_in_executor(None, collect, procs)
+            span = max(SPAN[1] - SPAN[0], 1e-9)
+            print(f"{name}: {frames:,} of {args.peer_messages * args.subscribers:,} messages delivered to "
+                  f"{args.subscribers} sockets at {frames / span:,.0f} msg/s (first to last frame received, "
+                  f"{span:.1f}s)", flush=True)
+            before = rss_kb(server.pid)
+            procs = spawn(url, "-", "socket.io", args.idle, 3, latency=False)
+            await asyncio.sleep(1.0)
+            after = rss_kb(server.pid)
+            collect(procs)
+            print(f"{name}: {(after - before) / args.idle:.1f} KB per idle connection ({args.idle:,})", flush=True)
+        finally:
+            server.terminate()
+            try:
+                server.wait(15)
+            except subprocess.TimeoutExpired:  # still busy emitting: it has had its chance
+                server.kill()
+                server.wait()
+
+
 async def main(args: argparse.Namespace) -> None:
     raise_fd_limit()
+    if args.only_peers:
+        await peers(args)
+        return
     server = os.environ.get("DATABASE_URL")
     if not server:
         from hub import embedded
@@ -272,6 +360,8 @@ async def main(args: argparse.Namespace) -> None:
         proc.terminate()
         proc.wait(15)
         await drop(server, dsn)
+    if not args.no_peers:
+        await peers(args)
 
 
 if __name__ == "__main__":
@@ -282,6 +372,9 @@ if __name__ == "__main__":
     parser.add_argument("--idle", type=int, default=10000)
     parser.add_argument("--rate", type=int, default=200)
     parser.add_argument("--dentists", type=int, default=20, help="dentists the latency bookings spread over")
+    parser.add_argument("--peer-messages", type=int, default=3000, help="messages each comparison server emits")
+    parser.add_argument("--no-peers", action="store_true", help="skip the socket.io comparison servers")
+    parser.add_argument("--only-peers", action="store_true", help="run only the socket.io comparison servers")
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--url")
     parser.add_argument("--token")
