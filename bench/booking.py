@@ -26,7 +26,7 @@ import time
 import uuid
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Awaitable, Callable
 
 import aiohttp
 import asyncpg
@@ -141,19 +141,28 @@ async def closed_loop(url: str, tokens: list[str], slots: Slots, total: int, cli
         return time.perf_counter() - began, latencies
 
 
+async def paced(rate: float, count: int, start: Callable[[int], Awaitable[Any]]) -> list[Any]:
+    """Start `count` calls at `rate` per second whatever their latency (open
+    loop, as real clients arrive) and wait for them all."""
+    tasks = []
+    began = time.perf_counter()
+    for i in range(count):
+        delay = began + i / rate - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(start(i)))
+    return list(await asyncio.gather(*tasks))
+
+
 async def open_loop(url: str, tokens: list[str], slots: Slots, rate: int, seconds: float) -> tuple[float, list[float]]:
-    latencies: list[float] = []
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=256)) as session:
-        tasks = []
-        began = time.perf_counter()
-        for i in range(int(rate * seconds)):
-            delay = began + i / rate - time.perf_counter()
-            if delay > 0:
-                await asyncio.sleep(delay)
+        def start(i: int) -> Awaitable[float]:
             dentist, when = slots.next()
-            tasks.append(asyncio.create_task(book(session, url, tokens[i % len(tokens)], dentist, when)))
-        latencies = await asyncio.gather(*tasks)
-        return time.perf_counter() - began, list(latencies)
+            return book(session, url, tokens[i % len(tokens)], dentist, when)
+
+        began = time.perf_counter()
+        latencies = await paced(rate, int(rate * seconds), start)
+        return time.perf_counter() - began, latencies
 
 
 async def raw_inserts(dsn: str, patients: list[uuid.UUID], slots: Slots, total: int, clients: int) -> float:

@@ -39,7 +39,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 
-from booking import SECRET, drop, pct, setup, start_hub  # noqa: E402
+from booking import SECRET, drop, paced, pct, setup, start_hub  # noqa: E402
 
 from tests.conftest import free_port  # noqa: E402
 
@@ -259,14 +259,7 @@ async def latency(url: str, ws_url: str, token: str, tokens: list[str], dentists
                                           "appointment_type": "checkup"}) as resp:
                 await resp.read()
                 answered.append((time.time() - sent[f"{dentist}/{key}"]) * 1000)
-        tasks = []
-        began = time.perf_counter()
-        for i in range(int(rate * seconds)):
-            delay = began + i / rate - time.perf_counter()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            tasks.append(asyncio.create_task(book(i)))
-        await asyncio.gather(*tasks)
+        await paced(rate, int(rate * seconds), book)
     _, seen = collect(procs)
     lat = [(t - sent[k]) * 1000 for k, times in seen.items() if k in sent for t in times]
     expected = len(sent) * n // len(dentists)
