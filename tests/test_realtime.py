@@ -441,3 +441,24 @@ async def test_chatbot_example_books_and_hears_the_confirmation(api, clinic) -> 
     assert "booked appointment" in text and "confirmation received: slot_booked" in text
     status, page = await api.get("/api/appointments", clinic.patient)
     assert page["data"][0]["patient_notes"] == "booked by the chatbot"
+
+
+async def test_client_broadcast_reaches_other_processes(api, clinic, hubs) -> None:
+    [other] = await hubs.start(1)
+    here, there = await connect(base(api), clinic.patient), await connect(other, clinic.other_patient)
+    try:
+        a = here.channel("realtime:front-desk", broadcast={"ack": True})  # acked, so push() gets a reply
+        b = there.channel("realtime:front-desk")
+        await a.join()
+        await b.join()
+        await a.push("broadcast", {"type": "broadcast", "event": "ping", "payload": {"n": 1}})
+        got = await drain_until(b, "ping")
+        assert got.payload["payload"] == {"n": 1}
+        with pytest.raises(asyncio.TimeoutError):  # once, and not back to the sender (self is off)
+            await drain_until(a, "ping", 0.3)
+        with pytest.raises(ReplyError) as exc:
+            await a.push("broadcast", {"type": "broadcast", "event": "big", "payload": {"x": "y" * 8000}})
+        assert exc.value.code == "PAYLOAD_TOO_LARGE"
+    finally:
+        await here.close()
+        await there.close()

@@ -147,6 +147,8 @@ async def _actors(app: web.Application) -> AsyncIterator[None]:
             log.warning("ignored a malformed hub_notifications payload")
 
     listener.extra_channels["hub_notifications"] = notified
+    listener.extra_channels["hub_broadcast"] = lambda con, pid, channel, payload: realtime.on_relayed_broadcast(
+        payload)
     metrics.track(lambda: (pool.get_size(), pool.get_idle_size()), lambda: len(directory),
                   lambda: len(realtime.sessions))
     tasks = [_supervised(listener.run(), "listener"), _supervised(directory.reap_forever(), "reaper"),

@@ -35,6 +35,7 @@ from web.session import MAX_CHANNELS, RESTART, Channel, Session
 log = logging.getLogger("hub.realtime")
 
 REPLAY_LIMIT = 1000   # a client further behind than this reloads instead
+BROADCAST_MAX = 7000  # bytes: a client broadcast is relayed through NOTIFY (8000-byte limit)
 MAX_FRAME = 64 * 1024
 
 
@@ -49,6 +50,7 @@ class Realtime:
         self._by_topic: dict[str, set[Channel]] = collections.defaultdict(set)
         self._by_table: dict[str, set[Channel]] = collections.defaultdict(set)
         self._presence: dict[str, dict[str, dict[str, Any]]] = collections.defaultdict(dict)
+        self.origin = uuid.uuid4().hex  # this process, to skip its own relayed broadcasts
         self.slow_disconnects = 0
         self.delivered = 0
         self._latencies: dict[int, int] = {}  # event id -> ms from commit to the last local hand-off
@@ -166,7 +168,7 @@ class Realtime:
         elif msg.event == "access_token":
             await self._refresh(channel, msg)
         elif msg.event == "broadcast":
-            self._broadcast(channel, msg)
+            await self._broadcast(channel, msg)
         elif msg.event == "presence":
             self._presence_push(channel, msg)
         elif msg.event in COMMANDS:
@@ -303,23 +305,41 @@ class Realtime:
 
     # ---- client broadcast and presence -----------------------------------------
 
-    def _broadcast(self, channel: Channel, msg: Message) -> None:
+    async def _broadcast(self, channel: Channel, msg: Message) -> None:
+        """Client to client: to this process's sockets on the topic at once, and
+        to the other hub processes' through NOTIFY (so a payload must fit in it)."""
         if channel.topic.kind is not None:
             raise errors.forbidden("clients cannot broadcast on the hub's own channels")
         event = msg.payload.get("event")
         if not isinstance(event, str) or not event:
             raise errors.invalid("broadcast needs an event name", field="event")
+        relay = msgspec.json.encode({"origin": self.origin, "topic": channel.topic.canonical, "event": event,
+                                     "payload": msg.payload.get("payload")})
+        if len(relay) > BROADCAST_MAX:
+            raise errors.HubError(errors.ErrorCode.PAYLOAD_TOO_LARGE,
+                                  f"a broadcast payload must stay under {BROADCAST_MAX} bytes")
+        self._deliver_broadcast(channel.topic.canonical, event, msg.payload.get("payload"),
+                                skip=None if channel.broadcast_self else channel)
+        await self._pool.execute("SELECT pg_notify('hub_broadcast', $1)", relay.decode())
+        if channel.broadcast_ack and msg.ref is not None:
+            channel.session.push(protocol.reply(channel.session.vsn, msg, "ok", {}))
+
+    def on_relayed_broadcast(self, raw: str) -> None:
+        """A client broadcast made on another hub process."""
+        relayed = msgspec.json.decode(raw)
+        if relayed.get("origin") != self.origin:
+            self._deliver_broadcast(str(relayed["topic"]), str(relayed["event"]), relayed.get("payload"))
+
+    def _deliver_broadcast(self, canonical: str, event: str, body: Any, skip: Channel | None = None) -> None:
         frames: dict[tuple[str, str], bytes] = {}
-        payload = {"type": "broadcast", "event": event, "payload": msg.payload.get("payload")}
-        for other in list(self._peers(channel)):
-            if other is channel and not channel.broadcast_self:
+        payload = {"type": "broadcast", "event": event, "payload": body}
+        for other in list(self._by_topic.get(canonical, ())):
+            if other is skip or other.topic.kind is not None:
                 continue
             key = (other.topic.name, other.session.vsn)
             if key not in frames:
                 frames[key] = protocol.encode(other.session.vsn, other.topic.name, "broadcast", payload)
             other.session.push(frames[key])
-        if channel.broadcast_ack and msg.ref is not None:
-            channel.session.push(protocol.reply(channel.session.vsn, msg, "ok", {}))
 
     def _peers(self, channel: Channel) -> set[Channel]:
         """Channels of every local socket joined to the same topic."""
