@@ -45,6 +45,18 @@ def from_record(row: asyncpg.Record) -> Event:
     return Event(**dict(row))
 
 
+SINCE_TIME = f"""
+SELECT {COLUMNS} FROM public.realtime_events
+WHERE dentist_id = $1 AND created_at >= $2 ORDER BY version LIMIT $3
+"""
+
+
+async def since_time(con: asyncpg.Connection | asyncpg.Pool, dentist_id: uuid.UUID, started: datetime,
+                     limit: int = 10_000) -> list[Event]:
+    """The dentist's events made at or after `started`, in order."""
+    return [from_record(r) for r in await con.fetch(SINCE_TIME, dentist_id, started, limit)]
+
+
 async def since(con: asyncpg.Connection | asyncpg.Pool, dentist_id: uuid.UUID, version: int,
                 limit: int = 10_000) -> list[Event]:
     """The dentist's events after `version`, in order."""

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
+from datetime import datetime
 
 import asyncpg
 
@@ -28,6 +29,10 @@ class Feed:
         self._pool = pool
         self._pubsub = pubsub
         self._last: dict[uuid.UUID, int] = {}
+        # The database's time when this feed started: the first time it hears of
+        # a dentist, it sends everything of that dentist's made since then, so an
+        # event still on its way from our own actor is not skipped over.
+        self.started: datetime | None = None
         self._wanted: dict[uuid.UUID, int] = {}
         self._filling: dict[uuid.UUID, asyncio.Task[None]] = {}
 
@@ -40,9 +45,9 @@ class Feed:
             last = self._last.get(event.dentist_id)
             if last is not None and event.version <= last:
                 continue
-            if event.dentist_id not in self._filling and (last is None or event.version == last + 1):
+            if event.dentist_id not in self._filling and last is not None and event.version == last + 1:
                 self._emit(event)
-            else:
+            else:  # a gap, or a dentist heard of for the first time: read the log in order
                 self.notice(event.dentist_id, event.version)
 
     def notice(self, dentist_id: uuid.UUID, version: int) -> None:
@@ -68,8 +73,10 @@ class Feed:
                 last = self._last.get(dentist_id)
                 if last is not None and last >= target:
                     return
-                after = last if last is not None else target - 1  # first sight: from this event on
-                missed = await events.since(self._pool, dentist_id, after)
+                if last is None and self.started is not None:
+                    missed = await events.since_time(self._pool, dentist_id, self.started)
+                else:
+                    missed = await events.since(self._pool, dentist_id, last if last is not None else target - 1)
                 if not missed:
                     return  # pruned or rolled back: nothing to send
                 for event in missed:

@@ -127,6 +127,7 @@ async def _actors(app: web.Application) -> AsyncIterator[None]:
     await catalog.load(pool)
     pubsub = PubSub()
     feed = Feed(pool, pubsub)
+    feed.started = await pool.fetchval("SELECT now()")
     rules = Rules(hold_ttl_seconds=settings.hold_ttl_seconds, hold_max_age_seconds=settings.hold_max_age_seconds,
                   max_holds_per_patient=settings.max_holds_per_patient,
                   cancellation_window_hours=settings.cancellation_window_hours)
