@@ -18,6 +18,7 @@ from typing import Any, Awaitable, Callable, TypeVar
 from zoneinfo import ZoneInfo
 
 import asyncpg
+import msgspec
 
 from actors import dentist_sql as sql
 from actors._base import Actor, StopReason
@@ -49,6 +50,18 @@ class Rules:
     hold_max_age_seconds: int = 1800
     max_holds_per_patient: int = 3
     cancellation_window_hours: int = 24
+
+
+class _Outcome(msgspec.Struct, frozen=True):
+    """What `hub_write` answers: the write's result and events, or why not."""
+    stale: int | None = None       # somebody else wrote since our version: catch up to this one
+    missing: bool = False          # the dentist is gone
+    refused: str | None = None     # a rule only the database could check; nothing was written
+    result: msgspec.Raw = msgspec.Raw(b"null")
+    events: list[events.Event] = []
+
+
+_OUTCOME = msgspec.json.Decoder(_Outcome)
 
 
 @dataclasses.dataclass(slots=True)
@@ -188,6 +201,54 @@ class DentistActor(Actor):
                     produced = await events.since(con, self.dentist_id, current)
         except db.DATA_ERRORS as exc:  # refused before commit: memory is as it was
             raise db.data_error(exc) from None
+        await self._absorb(produced)
+        return result
+
+    async def _commit(self, decide: Callable[[], tuple[str, dict[str, Any]]], answer: type[T],
+                      key: Idempotency | None = None) -> T:
+        """Decide from memory, then write with one call (`hub_write`) that
+        succeeds only if nobody wrote for this dentist since our version. If
+        somebody did (another process, psql), decide again under the row lock,
+        after catching up, where nobody can get in first twice."""
+        idem = None if key is None else {"user_key": key.user_key, "key": key.key, "request_hash": key.request_hash}
+
+        async def call(con: asyncpg.Connection | asyncpg.Pool) -> _Outcome:
+            op, args = decide()
+            try:
+                out = _OUTCOME.decode(await con.fetchval(sql.WRITE, self.dentist_id, self.version, op, args, idem))
+            except asyncpg.ExclusionViolationError:  # memory was wrong; the database was not
+                raise slot_unavailable("That time is already taken") from None
+            except asyncpg.UniqueViolationError as exc:
+                if exc.table_name != "idempotency_keys":
+                    raise
+                raise errors.conflict("A request with this Idempotency-Key is already in progress") from None
+            if out.missing:
+                raise errors.not_found("dentist", self.dentist_id)
+            if out.refused is not None:
+                raise self._refusal(out.refused, args)
+            return out
+
+        try:
+            out = await call(self._pool)
+        except db.DATA_ERRORS as exc:
+            raise db.data_error(exc) from None
+        if out.stale is None:
+            await self._absorb(out.events)
+        else:
+            out = await self._write(call)  # absorbs the events itself
+        return msgspec.json.decode(out.result, type=answer)
+
+    def _refusal(self, code: str, args: dict[str, Any]) -> HubError:
+        if code == "hold_limit":
+            return errors.conflict(f"A patient may hold at most {self._rules.max_holds_per_patient} slots at once",
+                                   limit=self._rules.max_holds_per_patient)
+        if code == "max_age":
+            return errors.conflict("The reservation has reached its maximum age; book it or let it go",
+                                   max_age_seconds=self._rules.hold_max_age_seconds)
+        return errors.not_found("reservation", args["hold_id"])
+
+    async def _absorb(self, produced: list[events.Event]) -> None:
+        """Apply the events our own write produced, then publish them."""
         for event in produced:
             if not self._apply(event):
                 async with self._pool.acquire() as con:
@@ -196,7 +257,6 @@ class DentistActor(Actor):
         if produced:
             metrics.count_changes(produced)
             self._publish(produced)  # the fast path to this process's subscribers
-        return result
 
     # ---- the turn ----------------------------------------------------------
 
@@ -210,9 +270,9 @@ class DentistActor(Actor):
             case Hold():
                 return await self._hold(msg)
             case ExtendHold():
-                return await self._write(lambda con: self._extend(con, msg))
+                return await self._commit(lambda: self._extend(msg), sql.HoldRow)
             case ReleaseHold():
-                return await self._write(lambda con: self._release(con, msg))
+                return await self._commit(lambda: self._release(msg), type(None))
             case Book():
                 return await self._idempotent(msg.idempotency, lambda: self._book(msg))
             case ChangeAppointment():
@@ -284,49 +344,26 @@ class DentistActor(Actor):
                 return {**stored["response"], "_replayed": True}
         return await act()
 
-    async def _remember(self, con: asyncpg.Connection, key: Idempotency | None, result: dict[str, Any]) -> None:
-        if key is not None:
-            try:
-                async with con.transaction():
-                    await con.execute(sql.IDEMPOTENT_PUT, key.user_key, key.key, key.request_hash, 201, result)
-            except asyncpg.UniqueViolationError:
-                raise errors.conflict("A request with this Idempotency-Key is already in progress") from None
+    def _hold_args(self, hold_id: uuid.UUID) -> dict[str, Any]:
+        return {"hold_id": hold_id, "ttl": self._rules.hold_ttl_seconds, "max_age": self._rules.hold_max_age_seconds}
 
     async def _hold(self, msg: Hold) -> dict[str, Any]:
         kind = self._catalog.get(msg.appointment_type)
 
-        async def work(con: asyncpg.Connection) -> dict[str, Any]:
+        def decide() -> tuple[str, dict[str, Any]]:
             own = self._check_slot(msg.start, kind.duration_minutes, kind.blocked_minutes, msg.patient_id)
+            end = msg.start + timedelta(minutes=kind.blocked_minutes)
             for key in own:  # holding your own held slot again just refreshes it
-                held = self._holds[key]
-                if held.start == msg.start and held.end == msg.start + timedelta(minutes=kind.blocked_minutes):
-                    return dict(await con.fetchrow(sql.EXTEND_HOLD, key, float(self._rules.hold_ttl_seconds),
-                                                   float(self._rules.hold_max_age_seconds)))
+                if (self._holds[key].start, self._holds[key].end) == (msg.start, end):
+                    return "extend", self._hold_args(key)
             if own:
                 raise slot_unavailable("You already hold an overlapping slot; release it first",
                                        reservation_ids=[str(k) for k in own])
-            # Per patient across all dentists and processes: serialize on the patient.
-            await con.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", str(msg.patient_id))
-            count = await con.fetchval("SELECT count(*) FROM public.slot_reservations "
-                                       "WHERE patient_id = $1 AND expires_at > now()", msg.patient_id)
-            if count >= self._rules.max_holds_per_patient:
-                raise errors.conflict(f"A patient may hold at most {self._rules.max_holds_per_patient} slots at once",
-                                      limit=self._rules.max_holds_per_patient)
-            row = await con.fetchrow(sql.INSERT_HOLD, self.dentist_id, msg.patient_id, msg.start,
-                                     kind.blocked_minutes, kind.name, float(self._rules.hold_ttl_seconds),
-                                     msg.created_by)
-            return dict(row)
+            return "hold", {"patient_id": msg.patient_id, "start": msg.start, "minutes": kind.blocked_minutes,
+                            "type": kind.name, "ttl": self._rules.hold_ttl_seconds, "created_by": msg.created_by,
+                            "max_holds": self._rules.max_holds_per_patient}
 
-        return await self._idempotent(msg.idempotency, lambda: self._write_remembered(work, msg.idempotency))
-
-    async def _write_remembered(self, work: Callable[[asyncpg.Connection], Awaitable[dict[str, Any]]],
-                                key: Idempotency | None) -> dict[str, Any]:
-        async def remembered(con: asyncpg.Connection) -> dict[str, Any]:
-            result = await work(con)
-            await self._remember(con, key, result)
-            return result
-
-        return await self._write(remembered)
+        return await self._idempotent(msg.idempotency, lambda: self._commit(decide, sql.HoldRow, msg.idempotency))
 
     def _owned_hold(self, hold_id: uuid.UUID, patient: uuid.UUID | None) -> _Held:
         held = self._holds.get(hold_id)
@@ -336,54 +373,44 @@ class DentistActor(Actor):
             raise errors.forbidden("That reservation belongs to another patient")
         return held
 
-    async def _extend(self, con: asyncpg.Connection, msg: ExtendHold) -> dict[str, Any]:
-        held = self._owned_hold(msg.hold_id, msg.patient_id)
-        if held.expires_at <= datetime.now(UTC):
+    def _extend(self, msg: ExtendHold) -> tuple[str, dict[str, Any]]:
+        if self._owned_hold(msg.hold_id, msg.patient_id).expires_at <= datetime.now(UTC):
             raise errors.not_found("reservation", msg.hold_id)
-        row = await con.fetchrow(sql.EXTEND_HOLD, msg.hold_id, float(self._rules.hold_ttl_seconds),
-                                 float(self._rules.hold_max_age_seconds))
-        if row is None:
-            raise errors.not_found("reservation", msg.hold_id)
-        if row["expires_at"] <= held.expires_at:
-            raise errors.conflict("The reservation has reached its maximum age; book it or let it go",
-                                  max_age_seconds=self._rules.hold_max_age_seconds)
-        return dict(row)
+        return "extend", self._hold_args(msg.hold_id)
 
-    async def _release(self, con: asyncpg.Connection, msg: ReleaseHold) -> None:
+    def _release(self, msg: ReleaseHold) -> tuple[str, dict[str, Any]]:
         self._owned_hold(msg.hold_id, msg.patient_id)
-        await con.execute(sql.DELETE_HOLD, msg.hold_id)
+        return "release", {"hold_id": msg.hold_id}
 
-    async def _notify(self, con: asyncpg.Connection, patient: uuid.UUID, by: uuid.UUID | None, kind: str,
-                      appointment: dict[str, Any]) -> None:
-        """Tell the patient about a change someone else made to their appointment."""
+    def _notice(self, patient: uuid.UUID, by: uuid.UUID | None, kind: str, appointment_id: uuid.UUID,
+                start: datetime, appointment_type: str, status: str) -> list[dict[str, Any]]:
+        """The patient's notification of a change someone else made to their appointment."""
         if by == patient:
-            return
-        when = appointment["appointment_date"].isoformat()
-        await con.execute(sql.NOTIFY_PATIENT, patient, f"appointment_{kind}", _NOTICES[kind],
-                          f"{appointment['appointment_type']} on {when}",
-                          {"appointment_id": str(appointment["id"]), "dentist_id": str(self.dentist_id),
-                           "appointment_date": when, "status": appointment["status"]})
+            return []
+        when = start.isoformat()
+        return [{"user_id": patient, "kind": f"appointment_{kind}", "title": _NOTICES[kind],
+                 "body": f"{appointment_type} on {when}",
+                 "data": {"appointment_id": str(appointment_id), "dentist_id": str(self.dentist_id),
+                          "appointment_date": when, "status": status}}]
 
     async def _book(self, msg: Book) -> dict[str, Any]:
         kind = self._catalog.get(msg.appointment_type)
+        appointment_id = uuid.uuid4()  # chosen here so the patient's notification can name it
 
-        async def work(con: asyncpg.Connection) -> dict[str, Any]:
+        def decide() -> tuple[str, dict[str, Any]]:
             own = self._check_slot(msg.start, kind.duration_minutes, kind.blocked_minutes, msg.patient_id)
             if msg.reservation_id is not None and msg.reservation_id not in own:
                 self._owned_hold(msg.reservation_id, msg.patient_id)  # NOT_FOUND / FORBIDDEN first
                 raise errors.invalid("The reservation is for another time", field="reservation_id")
-            for key in own:
-                await con.execute(sql.DELETE_HOLD, key)
-            try:
-                row = dict(await con.fetchrow(sql.INSERT_APPOINTMENT, msg.patient_id, self.dentist_id, msg.start,
-                                              kind.duration_minutes, kind.buffer_minutes, kind.name, msg.notes,
-                                              msg.patient_notes, msg.medical_history, msg.created_by))
-            except asyncpg.ExclusionViolationError:  # memory was wrong; the database was not
-                raise slot_unavailable("That time is already booked", slot_time=msg.start.isoformat()) from None
-            await self._notify(con, msg.patient_id, msg.created_by, "booked", row)
-            return row
+            return "book", {
+                "id": appointment_id, "consume": own, "patient_id": msg.patient_id, "start": msg.start,
+                "duration": kind.duration_minutes, "buffer": kind.buffer_minutes, "type": kind.name,
+                "notes": msg.notes, "patient_notes": msg.patient_notes, "medical_history": msg.medical_history,
+                "created_by": msg.created_by,
+                "notices": self._notice(msg.patient_id, msg.created_by, "booked", appointment_id, msg.start,
+                                        kind.name, "pending")}
 
-        return await self._write_remembered(work, msg.idempotency)
+        return await self._commit(decide, sql.AppointmentRow, msg.idempotency)
 
     async def _change(self, con: asyncpg.Connection, msg: ChangeAppointment) -> dict[str, Any]:
         row = await con.fetchrow(sql.APPOINTMENT_FOR_UPDATE, msg.appointment_id)
@@ -436,9 +463,10 @@ class DentistActor(Actor):
                 msg.appointment_id, *sets.values()))
         except asyncpg.ExclusionViolationError:
             raise slot_unavailable("That time is already booked") from None
-        for kind_name in kinds:
-            if kind_name:
-                await self._notify(con, current["patient_id"], msg.by, kind_name, updated)
+        for kind_name in filter(None, kinds):
+            for n in self._notice(current["patient_id"], msg.by, kind_name, updated["id"],
+                                  updated["appointment_date"], updated["appointment_type"], updated["status"]):
+                await con.execute(sql.NOTIFY_PATIENT, *n.values())
         return updated
 
     async def _set(self, con: asyncpg.Connection, msg: SetSchedule) -> dict[str, Any]:

@@ -1,4 +1,11 @@
-"""SQL of the dentist actor. Every write runs under the dentist's row lock."""
+"""SQL of the dentist actor, and the shapes of the rows its writes answer with.
+
+Every write runs under the dentist's row lock.
+"""
+
+import uuid
+from datetime import datetime
+from typing import TypedDict
 
 APPOINTMENT_COLUMNS = (
     "id, patient_id, dentist_id, appointment_date, duration_minutes, buffer_minutes, ends_at, appointment_type, "
@@ -27,33 +34,7 @@ HOLDS = f"SELECT {HOLD_COLUMNS} FROM public.slot_reservations WHERE dentist_id =
 # hub process, and tells the actor whether its memory is current.
 LOCK = "SELECT version FROM public.dentists WHERE id = $1 FOR UPDATE"
 
-INSERT_HOLD = f"""
-INSERT INTO public.slot_reservations (dentist_id, patient_id, slot_time, duration_minutes, appointment_type,
-                                      expires_at, created_by)
-VALUES ($1, $2, $3, $4, $5, now() + make_interval(secs => $6), $7)
-RETURNING {HOLD_COLUMNS}
-"""
-
-EXTEND_HOLD = f"""
-UPDATE public.slot_reservations
-SET expires_at = least(now() + make_interval(secs => $2), created_at + make_interval(secs => $3))
-WHERE id = $1 RETURNING {HOLD_COLUMNS}
-"""
-
 DELETE_HOLD = "DELETE FROM public.slot_reservations WHERE id = $1"
-
-# Past-due holds of this dentist, including any left behind by a process that died.
-EXPIRE_HOLDS = f"""
-DELETE FROM public.slot_reservations WHERE dentist_id = $1 AND expires_at <= now()
-RETURNING {HOLD_COLUMNS}
-"""
-
-INSERT_APPOINTMENT = f"""
-INSERT INTO public.appointments (patient_id, dentist_id, appointment_date, duration_minutes, buffer_minutes,
-                                 appointment_type, notes, patient_notes, medical_history, created_by)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
-RETURNING {APPOINTMENT_COLUMNS}
-"""
 
 APPOINTMENT_FOR_UPDATE = f"SELECT {APPOINTMENT_COLUMNS} FROM public.appointments WHERE id = $1 FOR UPDATE"
 
@@ -69,6 +50,38 @@ INSERT INTO public.notifications (user_id, kind, title, body, data) VALUES ($1, 
 
 IDEMPOTENT_GET = "SELECT request_hash, status, response FROM public.idempotency_keys WHERE user_key = $1 AND key = $2"
 
-IDEMPOTENT_PUT = """
-INSERT INTO public.idempotency_keys (user_key, key, request_hash, status, response) VALUES ($1, $2, $3, $4, $5)
-"""
+# Hold, extend, release and book: one call each (sql/0004_write_calls.up.sql),
+# answering JSON that the actor decodes into the types below.
+WRITE = "SELECT public.hub_write($1, $2, $3, $4, $5)::text"
+
+
+class HoldRow(TypedDict):
+    id: uuid.UUID
+    dentist_id: uuid.UUID
+    patient_id: uuid.UUID
+    slot_time: datetime
+    duration_minutes: int
+    appointment_type: str | None
+    expires_at: datetime
+    created_at: datetime
+
+
+class AppointmentRow(TypedDict):
+    id: uuid.UUID
+    patient_id: uuid.UUID
+    dentist_id: uuid.UUID
+    appointment_date: datetime
+    duration_minutes: int
+    buffer_minutes: int
+    ends_at: datetime
+    appointment_type: str
+    status: str
+    notes: str | None
+    patient_notes: str | None
+    medical_history: str | None
+    created_by: uuid.UUID | None
+    cancelled_at: datetime | None
+    cancelled_by: uuid.UUID | None
+    cancellation_reason: str | None
+    created_at: datetime
+    updated_at: datetime

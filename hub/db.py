@@ -81,8 +81,15 @@ async def connect(dsn: str, **kwargs: Any) -> asyncpg.Connection:
     return con
 
 
+async def _keep_session(con: asyncpg.Connection) -> None:
+    """Pool connections carry no session state (no SET, LISTEN or session
+    advisory locks; the listener has its own connection), so the default
+    reset query, a round trip on every release, buys nothing. asyncpg still
+    rolls back a transaction left open."""
+
+
 async def create_pool(dsn: str, *, min_size: int = 2, max_size: int = 10,
                       command_timeout: float = 5.0) -> asyncpg.Pool:
     return await asyncpg.create_pool(
         dsn, min_size=min_size, max_size=max_size, command_timeout=command_timeout,
-        init=init_connection, connection_class=TimedConnection, server_settings={"application_name": "dental-hub"})
+        init=init_connection, reset=_keep_session, connection_class=TimedConnection, server_settings={"application_name": "dental-hub"})

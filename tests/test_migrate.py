@@ -56,7 +56,7 @@ async def test_changed_file_is_refused(empty_dsn: str, tmp_path: Path) -> None:
 async def test_pending_and_missing_are_reported(empty_dsn: str, tmp_path: Path) -> None:
     con = await db.connect(empty_dsn)
     try:
-        with pytest.raises(migrate.MigrationError, match="pending migrations 0001_init, 0002_booking_rules, 0003_notification_events"):
+        with pytest.raises(migrate.MigrationError, match="pending migrations 0001_init, 0002_booking_rules, 0003_notification_events, 0004_write_calls"):
             await migrate.check(con, migrate.load(ROOT / "sql"))
         await migrate.migrate(con, migrate.load(ROOT / "sql"))
         (tmp_path / "sql").mkdir()
