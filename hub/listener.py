@@ -5,7 +5,8 @@ dentist's live actor, which catches up its memory.
 
 A lost connection is retried with backoff; on reconnect the feed and every
 live actor are told each dentist's current version, so nothing committed
-meanwhile is lost.
+meanwhile is lost, and the `on_connect` callbacks run (realtime presence asks
+the other processes to announce theirs again).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from typing import Any
+from typing import Any, Callable
 
 import asyncpg
 import msgspec
@@ -38,6 +39,7 @@ class Listener:
         self._pool = pool
         self._feed = feed
         self.extra_channels: dict[str, Any] = {}  # channel -> callback(payload), e.g. notifications
+        self.on_connect: list[Callable[[], None]] = []  # called once each LISTEN is in place
         self._directory = directory
         self._catalog = catalog
         self._keepalive = keepalive
@@ -87,6 +89,8 @@ class Listener:
                     await con.add_listener(channel, callback)
                 self.connected = True
                 await self._resync()
+                for callback in self.on_connect:
+                    callback()
                 self.ready.set()
                 backoff = 0.2
                 while not lost.is_set():

@@ -51,8 +51,10 @@ class Node:
             await self.proc.wait()
 
 
-async def start(api, token: str, channels: list[dict[str, Any]], vsn: str | None = None) -> Node:
-    url = str(api.client.make_url("/realtime/v1")).replace("http://", "ws://")
+async def start(api, token: str, channels: list[dict[str, Any]], vsn: str | None = None,
+                hub: str | None = None) -> Node:
+    """realtime-js in Node, on the in-process hub or on the hub process at `hub`."""
+    url = (hub + "/realtime/v1" if hub else str(api.client.make_url("/realtime/v1"))).replace("http://", "ws://")
     config = {"url": url, "apikey": issue_token(SECRET, None, role="anon"), "token": token, "channels": channels}
     if vsn:
         config["vsn"] = vsn
@@ -122,6 +124,28 @@ async def test_realtime_js_broadcast_between_clients(api, clinic, vsn) -> None:
         assert done["result"] == "ok"  # acknowledged
         got = await two.expect(lambda i: i["type"] == "broadcast")
         assert got["message"]["event"] == "wave" and got["message"]["payload"] == {"from": "one"}
+    finally:
+        await one.close()
+        await two.close()
+
+
+async def test_realtime_js_presence_across_processes(api, clinic, hubs) -> None:
+    """Two clients on two hub processes: realtime-js syncs both presences, then the leave."""
+    [other] = await hubs.start(1)
+    room = "lobby:js"
+    one = await start(api, clinic.patient.token, [{"topic": room, "presence": True, "presenceKey": "one"}])
+    two = await start(api, clinic.other_patient.token, [{"topic": room, "presence": True, "presenceKey": "two"}],
+                      hub=other)
+    try:
+        for node, key in ((one, "one"), (two, "two")):
+            await node.expect(status(room, "SUBSCRIBED"))
+            await node.send(cmd="track", topic=room, meta={"client": key})
+            await node.expect(lambda i: i["type"] == "done" and i["cmd"] == "track")
+        for node in (one, two):
+            both = await node.expect(lambda i: i["type"] == "presence" and set(i["state"]) == {"one", "two"})
+            assert both["state"]["one"][0]["client"] == "one" and both["state"]["two"][0]["client"] == "two"
+        await two.close()  # the Node process dies, its socket closes: the other process hears the leave
+        await one.expect(lambda i: i["type"] == "presence" and set(i["state"]) == {"one"})
     finally:
         await one.close()
         await two.close()

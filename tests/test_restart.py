@@ -15,6 +15,8 @@ from hub.auth import issue_token
 from hub.client import RealtimeClient
 from hub.config import ROOT
 from tests.conftest import ALL_DAY, SECRET, HubProcesses
+from tests.test_presence import presence_until
+from web.realtime import PRESENCE_PERIOD
 
 pgserver = pytest.importorskip("pgserver", reason="the embedded PostgreSQL wheel is needed to own a server to restart")
 
@@ -33,8 +35,8 @@ def restart(server) -> None:
     pg_ctl(["-w", "-m", "fast", "restart"], pgdata=server.pgdata, user=server.system_user, timeout=60)
 
 
-async def test_database_restart_loses_no_event(private_server, tmp_path: Path) -> None:
-    dsn = private_server.get_uri()
+async def prepare(dsn: str) -> tuple[uuid.UUID, uuid.UUID, uuid.UUID]:
+    """The schema, an admin, a patient and a dentist: (admin, patient, dentist)."""
     con = await db.connect(dsn)
     await migrate.migrate(con, migrate.load(ROOT / "sql"))
     admin = await users.create_user(con, email="admin@restart.test", full_name="Admin", roles=("admin",))
@@ -42,6 +44,12 @@ async def test_database_restart_loses_no_event(private_server, tmp_path: Path) -
     dentist = await con.fetchval("INSERT INTO dentists (name, timezone, available_times) VALUES ('Dr R', 'UTC', $1) "
                                  "RETURNING id", ALL_DAY)
     await con.close()
+    return admin, patient, dentist
+
+
+async def test_database_restart_loses_no_event(private_server, tmp_path: Path) -> None:
+    dsn = private_server.get_uri()
+    admin, patient, dentist = await prepare(dsn)
     hubs = HubProcesses(dsn, tmp_path)
     [url] = await hubs.start(1)
     client = RealtimeClient(url, issue_token(SECRET, admin))
@@ -74,4 +82,27 @@ async def test_database_restart_loses_no_event(private_server, tmp_path: Path) -
                 assert not (msg.event == "broadcast" and msg.payload["event"] == "INSERT"), msg
     finally:
         await client.close()
+        hubs.stop()
+
+
+async def test_presence_converges_after_a_database_restart(private_server, tmp_path: Path) -> None:
+    """A track made while the listeners reconnect may lose its NOTIFY; the
+    announcements (at once on reconnect, else every period) repair it."""
+    dsn = private_server.get_uri()
+    admin, patient, _ = await prepare(dsn)
+    hubs = HubProcesses(dsn, tmp_path)
+    first, second = await hubs.start(2)
+    one, two = RealtimeClient(first, issue_token(SECRET, admin)), RealtimeClient(second, issue_token(SECRET, patient))
+    try:
+        await one.connect()
+        await two.connect()
+        a, b = one.channel("realtime:lobby", presence={"key": "one"}), two.channel("realtime:lobby")
+        await a.join()
+        await b.join()
+        await asyncio.get_running_loop().run_in_executor(None, restart, private_server)
+        await a.push("presence", {"type": "presence", "event": "track", "payload": {"client": "one"}})
+        await presence_until(b, {}, lambda s: "one" in s, timeout=PRESENCE_PERIOD + 10)
+    finally:
+        await one.close()
+        await two.close()
         hubs.stop()

@@ -148,13 +148,15 @@ async def _actors(app: web.Application) -> AsyncIterator[None]:
             log.warning("ignored a malformed hub_notifications payload")
 
     listener.extra_channels["hub_notifications"] = notified
-    listener.extra_channels["hub_broadcast"] = lambda con, pid, channel, payload: realtime.on_relayed_broadcast(
-        payload)
+    for name, receive in (("hub_broadcast", realtime.on_relayed_broadcast),
+                          ("hub_presence", realtime.on_relayed_presence)):
+        listener.extra_channels[name] = lambda con, pid, channel, payload, receive=receive: receive(payload)
+    listener.on_connect.append(realtime.request_presence)
     metrics.track(lambda: (pool.get_size(), pool.get_idle_size()), lambda: len(directory),
                   lambda: len(realtime.sessions))
     tasks = [_supervised(listener.run(), "listener"), _supervised(directory.reap_forever(), "reaper"),
              _supervised(sweep_forever(pool, retention_hours=settings.event_retention_hours), "sweeper"), _supervised(_expire_tokens(realtime), "tokens"),
-             _supervised(realtime.record_latencies(), "latencies")]
+             _supervised(realtime.record_latencies(), "latencies"), _supervised(realtime.relay_presence(), "presence")]
     try:  # serve only once events from other processes can reach us
         await asyncio.wait_for(listener.ready.wait(), 10)
     except TimeoutError:

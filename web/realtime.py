@@ -4,12 +4,20 @@ Routing: every event from the feed goes to the channels indexed under its
 dentist, its patient and its table; each channel decides what it means for
 its caller (`web/session.py` Channel.deliver), and the frames are encoded
 once per topic and serializer.
+
+Client broadcasts and presence are cluster-wide, as in Supabase: they travel
+between hub processes through NOTIFY (`hub_broadcast`, `hub_presence`).
+Presence is a view of every process's trackers, each process the only writer
+of its own; since a NOTIFY can be missed (a listener reconnecting, a process
+killed), each process also re-announces all of its presences every period and
+the others replace their copy, so every view converges within a period.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import logging
 import time
 import uuid
@@ -37,6 +45,41 @@ log = logging.getLogger("hub.realtime")
 REPLAY_LIMIT = 1000   # a client further behind than this reloads instead
 BROADCAST_MAX = 7000  # bytes: a client broadcast is relayed through NOTIFY (8000-byte limit)
 MAX_FRAME = 64 * 1024
+PRESENCE_PERIOD = 15.0  # seconds between a process's announcements of all its presences
+PRESENCE_MISSED = 3     # announcements a process may miss before its presences leave (45 s by default)
+PRESENCE_MAX = 7000     # bytes of one relayed track (topic, key and meta), under NOTIFY's 8000
+PRESENCE_PART = 7600    # bytes of presences per announcement message; one track always fits
+
+_DB_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError)
+
+
+class _Relayed(msgspec.Struct, tag_field="op"):
+    origin: str  # the hub process that sent it (Realtime.origin)
+
+
+class _Track(_Relayed, tag="track"):
+    """One tracker's presence on a canonical topic; `meta` None is an untrack."""
+    topic: str
+    id: str
+    key: str
+    meta: dict[str, Any] | None
+
+
+class _State(_Relayed, tag="state"):
+    """All of the origin's presences, in parts that each fit a NOTIFY (sent in
+    one transaction, so in order). `every` is the origin's period: the others
+    give up on it after PRESENCE_MISSED of them."""
+    part: int
+    last: bool
+    every: float
+    presences: list[tuple[str, str, str, dict[str, Any]]]  # (topic, id, key, meta)
+
+
+class _Sync(_Relayed, tag="sync"):
+    """Sent on (re)connect: every process announces its presences at once."""
+
+
+_decode_presence = msgspec.json.Decoder(_Track | _State | _Sync).decode
 
 
 class Realtime:
@@ -49,8 +92,15 @@ class Realtime:
         # channel indexes: by canonical topic, and by table for postgres_changes
         self._by_topic: dict[str, set[Channel]] = collections.defaultdict(set)
         self._by_table: dict[str, set[Channel]] = collections.defaultdict(set)
-        self._presence: dict[str, dict[str, dict[str, Any]]] = collections.defaultdict(dict)
-        self.origin = uuid.uuid4().hex  # this process, to skip its own relayed broadcasts
+        self.origin = uuid.uuid4().hex  # this process, to skip its own relayed messages
+        # presence: origin -> canonical topic -> tracker id -> (key, meta), this process's own included
+        self._presence: dict[str, dict[str, dict[str, tuple[str, dict[str, Any]]]]] = {}
+        self._trackers: dict[Channel, str] = {}  # local channels that track, and their tracker ids
+        self._expires: dict[str, float] = {}  # other origins -> loop time their presences leave unless heard
+        self._parts: dict[str, tuple[int, list[tuple[str, str, str, dict[str, Any]]]]] = {}  # announcements
+        self._outbox: list[str] = []  # presence messages for relay_presence to send, in order
+        self._wake = asyncio.Event()
+        self._next_round = 0.0  # loop time of this process's next announcement
         self.slow_disconnects = 0
         self.delivered = 0
         self._latencies: dict[int, int] = {}  # event id -> ms from commit to the last local hand-off
@@ -91,7 +141,7 @@ class Realtime:
                     "UPDATE public.realtime_events e SET broadcast_latency_ms = greatest(e.broadcast_latency_ms, v.ms) "
                     "FROM unnest($1::bigint[], $2::int[]) AS v(id, ms) WHERE e.id = v.id",
                     list(batch), list(batch.values()))
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
+            except _DB_ERRORS as exc:
                 log.warning("could not record broadcast latencies: %s", exc)
 
     async def on_notification(self, notification_id: uuid.UUID, user_id: uuid.UUID) -> None:
@@ -102,14 +152,8 @@ class Realtime:
                                         "FROM public.notifications WHERE id = $1", notification_id)
         if row is None:
             return
-        payload = {"type": "broadcast", "event": "INSERT", "payload": {"event": "INSERT", "new": dict(row),
-                                                                          "old": None}}
-        frames: dict[tuple[str, str], bytes] = {}
-        for channel in list(subscribers):
-            key = (channel.topic.name, channel.session.vsn)
-            if key not in frames:
-                frames[key] = protocol.encode(channel.session.vsn, channel.topic.name, "broadcast", payload)
-            channel.session.push(frames[key])
+        self._fan_out(f"notifications:user_id={user_id}", "broadcast", {
+            "type": "broadcast", "event": "INSERT", "payload": {"event": "INSERT", "new": dict(row), "old": None}})
 
     # ---- sessions ----------------------------------------------------------
 
@@ -143,8 +187,7 @@ class Realtime:
         self._by_topic.get(canonical, set()).discard(channel)
         for binding in channel.bindings:
             self._by_table.get(binding.table, set()).discard(channel)
-        if channel.presence_key and channel.presence_key in self._presence.get(canonical, {}):
-            self._untrack(channel)
+        self._untrack(channel)
 
     # ---- messages ------------------------------------------------------------
 
@@ -305,6 +348,24 @@ class Realtime:
 
     # ---- client broadcast and presence -----------------------------------------
 
+    def _fan_out(self, canonical: str, event: str, payload: Any, skip: Channel | None = None,
+                 clients_only: bool = False) -> None:
+        """To every local channel on the topic (`clients_only`: not the hub's own
+        channels), encoded once per topic name and serializer."""
+        frames: dict[tuple[str, str], bytes] = {}
+        for other in list(self._by_topic.get(canonical, ())):
+            if other is skip or (clients_only and other.topic.kind is not None):
+                continue
+            key = (other.topic.name, other.session.vsn)
+            if key not in frames:
+                frames[key] = protocol.encode(other.session.vsn, other.topic.name, event, payload)
+            other.session.push(frames[key])
+
+    async def _notify(self, channel: str, payloads: list[str]) -> None:
+        """To the other hub processes (and our own listener, which skips them by
+        origin); one statement, so they arrive together and in this order."""
+        await self._pool.execute("SELECT pg_notify($1, p) FROM unnest($2::text[]) AS p", channel, payloads)
+
     async def _broadcast(self, channel: Channel, msg: Message) -> None:
         """Client to client: to this process's sockets on the topic at once, and
         to the other hub processes' through NOTIFY (so a payload must fit in it)."""
@@ -320,7 +381,7 @@ class Realtime:
                                   f"a broadcast payload must stay under {BROADCAST_MAX} bytes")
         self._deliver_broadcast(channel.topic.canonical, event, msg.payload.get("payload"),
                                 skip=None if channel.broadcast_self else channel)
-        await self._pool.execute("SELECT pg_notify('hub_broadcast', $1)", relay.decode())
+        await self._notify("hub_broadcast", [relay.decode()])
         if channel.broadcast_ack and msg.ref is not None:
             channel.session.push(protocol.reply(channel.session.vsn, msg, "ok", {}))
 
@@ -331,37 +392,20 @@ class Realtime:
             self._deliver_broadcast(str(relayed["topic"]), str(relayed["event"]), relayed.get("payload"))
 
     def _deliver_broadcast(self, canonical: str, event: str, body: Any, skip: Channel | None = None) -> None:
-        frames: dict[tuple[str, str], bytes] = {}
-        payload = {"type": "broadcast", "event": event, "payload": body}
-        for other in list(self._by_topic.get(canonical, ())):
-            if other is skip or other.topic.kind is not None:
-                continue
-            key = (other.topic.name, other.session.vsn)
-            if key not in frames:
-                frames[key] = protocol.encode(other.session.vsn, other.topic.name, "broadcast", payload)
-            other.session.push(frames[key])
-
-    def _peers(self, channel: Channel) -> set[Channel]:
-        """Channels of every local socket joined to the same topic."""
-        return set(self._by_topic.get(channel.topic.canonical, ()))
+        self._fan_out(canonical, "broadcast", {"type": "broadcast", "event": event, "payload": body}, skip,
+                      clients_only=True)
 
     def _presence_state(self, canonical: str) -> dict[str, Any]:
-        return {key: {"metas": [meta]} for key, meta in self._presence.get(canonical, {}).items()}
+        state: dict[str, Any] = {}
+        for topics in self._presence.values():
+            for key, meta in topics.get(canonical, {}).values():
+                state.setdefault(key, {"metas": []})["metas"].append(meta)
+        return state
 
     def _presence_push(self, channel: Channel, msg: Message) -> None:
         kind = msg.payload.get("event")
-        canonical = channel.topic.canonical
         if kind == "track":
-            meta = msg.payload.get("payload") or {}
-            if not isinstance(meta, dict) or len(msgspec.json.encode(meta)) > 4096:
-                raise errors.invalid("presence payload must be an object under 4 KiB", field="payload")
-            previous = self._presence[canonical].get(channel.presence_key)
-            entry = {**meta, "phx_ref": uuid.uuid4().hex[:20]}
-            if previous is not None:
-                entry["phx_ref_prev"] = previous["phx_ref"]
-            self._presence[canonical][channel.presence_key] = entry
-            self._presence_diff(channel, {channel.presence_key: {"metas": [entry]}},
-                                {channel.presence_key: {"metas": [previous]}} if previous else {})
+            self._track(channel, msg.payload.get("payload") or {})
         elif kind == "untrack":
             self._untrack(channel)
         else:
@@ -369,20 +413,149 @@ class Realtime:
         if msg.ref is not None:
             channel.session.push(protocol.reply(channel.session.vsn, msg, "ok", {}))
 
-    def _untrack(self, channel: Channel) -> None:
+    def _track(self, channel: Channel, meta: Any) -> None:
+        if not isinstance(meta, dict) or len(msgspec.json.encode(meta)) > 4096:
+            raise errors.invalid("presence payload must be an object under 4 KiB", field="payload")
         canonical = channel.topic.canonical
-        gone = self._presence.get(canonical, {}).pop(channel.presence_key, None)
-        if gone is not None:
-            self._presence_diff(channel, {}, {channel.presence_key: {"metas": [gone]}})
+        tracker = self._trackers.get(channel) or uuid.uuid4().hex[:16]
+        previous = self._presence.get(self.origin, {}).get(canonical, {}).get(tracker)
+        entry = {**meta, "phx_ref": uuid.uuid4().hex[:20]}
+        if previous is not None:
+            entry["phx_ref_prev"] = previous[1]["phx_ref"]
+        relay = msgspec.json.encode(_Track(self.origin, canonical, tracker, channel.presence_key, entry))
+        if len(relay) > PRESENCE_MAX:
+            raise errors.HubError(errors.ErrorCode.PAYLOAD_TOO_LARGE,
+                                  f"a presence key and payload must stay under {PRESENCE_MAX} bytes")
+        self._trackers[channel] = tracker
+        self._apply(self.origin, [(canonical, tracker, (channel.presence_key, entry))])
+        self._send(relay)
 
-    def _presence_diff(self, channel: Channel, joins: dict[str, Any], leaves: dict[str, Any]) -> None:
-        frames: dict[tuple[str, str], bytes] = {}
-        for other in self._peers(channel):
-            key = (other.topic.name, other.session.vsn)
-            if key not in frames:
-                frames[key] = protocol.encode(other.session.vsn, other.topic.name, "presence_diff",
-                                              {"joins": joins, "leaves": leaves}, None, None)
-            other.session.push(frames[key])
+    def _untrack(self, channel: Channel) -> None:
+        tracker = self._trackers.pop(channel, None)
+        if tracker is not None:
+            canonical = channel.topic.canonical
+            self._apply(self.origin, [(canonical, tracker, None)])
+            self._send(msgspec.json.encode(_Track(self.origin, canonical, tracker, channel.presence_key, None)))
+
+    def _apply(self, origin: str, changes: list[tuple[str, str, tuple[str, dict[str, Any]] | None]]) -> None:
+        """Set (or, with None, clear) trackers of `origin`, then send each topic's
+        local sockets one `presence_diff` with what really changed."""
+        topics = self._presence.setdefault(origin, {})
+        diffs: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {}
+        for canonical, tracker, entry in changes:
+            trackers = topics.setdefault(canonical, {})
+            old = trackers.pop(tracker, None)
+            if entry is not None:
+                trackers[tracker] = entry
+            elif not trackers:
+                del topics[canonical]
+            if old == entry:
+                continue
+            for side, item in zip(diffs.setdefault(canonical, ({}, {})), (entry, old)):
+                if item is not None:
+                    side.setdefault(item[0], {"metas": []})["metas"].append(item[1])
+        for canonical, (joins, leaves) in diffs.items():
+            self._fan_out(canonical, "presence_diff", {"joins": joins, "leaves": leaves})
+
+    def _replace(self, origin: str, presences: list[tuple[str, str, str, dict[str, Any]]]) -> None:
+        """`origin` holds exactly `presences` now."""
+        new = {(canonical, tracker): (key, meta) for canonical, tracker, key, meta in presences}
+        changes: list[tuple[str, str, tuple[str, dict[str, Any]] | None]] = [
+            (canonical, tracker, None) for canonical, trackers in self._presence.get(origin, {}).items()
+            for tracker in trackers if (canonical, tracker) not in new]
+        self._apply(origin, changes + [(canonical, tracker, entry) for (canonical, tracker), entry in new.items()])
+
+    # ---- presence across processes ----------------------------------------------
+
+    def _send(self, message: bytes) -> None:
+        self._outbox.append(message.decode())
+        self._wake.set()
+
+    def request_presence(self) -> None:
+        """On (re)connecting the listener: we may have missed changes, so ask
+        every process (ourselves too) to announce its presences now."""
+        self._send(msgspec.json.encode(_Sync(self.origin)))
+        self._next_round = 0.0
+
+    def on_relayed_presence(self, raw: str) -> None:
+        """A presence change, announcement or sync request from a hub process."""
+        try:
+            msg = _decode_presence(raw)
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            log.warning("ignored a malformed hub_presence payload: %.200s", raw)
+            return
+        if msg.origin == self.origin:
+            return
+        now = asyncio.get_running_loop().time()
+        self._wake.set()  # relay_presence looks again: a sync request, or a new deadline
+        if isinstance(msg, _Sync):
+            self._next_round = 0.0
+        elif isinstance(msg, _Track):
+            self._expires.setdefault(msg.origin, now + PRESENCE_MISSED * PRESENCE_PERIOD)
+            self._apply(msg.origin, [(msg.topic, msg.id, None if msg.meta is None else (msg.key, msg.meta))])
+        else:
+            self._expires[msg.origin] = now + PRESENCE_MISSED * msg.every
+            expected, held = self._parts.pop(msg.origin, (0, []))
+            if msg.part == 0:
+                held = []
+            elif msg.part != expected:
+                return  # a part went missing: the next announcement repairs it
+            held += msg.presences
+            if msg.last:
+                self._replace(msg.origin, held)
+            else:
+                self._parts[msg.origin] = (msg.part + 1, held)
+
+    def _announcement(self) -> list[str]:
+        parts: list[list[tuple[str, str, str, dict[str, Any]]]] = [[]]
+        size = 0
+        for canonical, trackers in self._presence.get(self.origin, {}).items():
+            for tracker, (key, meta) in trackers.items():
+                entry = (canonical, tracker, key, meta)
+                length = len(msgspec.json.encode(entry)) + 1
+                if parts[-1] and size + length > PRESENCE_PART:
+                    parts.append([])
+                    size = 0
+                parts[-1].append(entry)
+                size += length
+        return [msgspec.json.encode(_State(self.origin, i, i == len(parts) - 1, PRESENCE_PERIOD, part)).decode()
+                for i, part in enumerate(parts)]
+
+    def _forget(self, origin: str) -> None:
+        log.info("hub process %s silent for %d presence periods: its presences leave", origin, PRESENCE_MISSED)
+        self._replace(origin, [])
+        self._presence.pop(origin, None)
+        self._expires.pop(origin, None)
+        self._parts.pop(origin, None)
+
+    async def relay_presence(self) -> None:
+        """The one sender of this process's presence messages, so they arrive in
+        order: changes as they happen, all presences every PRESENCE_PERIOD (which
+        also says we are alive); and presences of silent processes leave. A failed
+        send is not retried: the next announcement repairs it."""
+        loop = asyncio.get_running_loop()
+        try:
+            while True:
+                now = loop.time()
+                if now >= self._next_round:
+                    self._next_round = now + PRESENCE_PERIOD
+                    self._outbox += self._announcement()
+                for origin in [o for o, deadline in self._expires.items() if deadline <= now]:
+                    self._forget(origin)
+                if self._outbox:
+                    batch, self._outbox = self._outbox, []
+                    try:
+                        await self._notify("hub_presence", batch)
+                    except _DB_ERRORS as exc:
+                        log.warning("could not relay presence to the other hub processes: %s", exc)
+                    continue
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), min([self._next_round, *self._expires.values()]) - now)
+        finally:  # stopping: our presences leave now, not PRESENCE_MISSED periods later
+            gone = msgspec.json.encode(_State(self.origin, 0, True, PRESENCE_PERIOD, [])).decode()
+            with contextlib.suppress(*_DB_ERRORS):
+                await asyncio.wait_for(self._notify("hub_presence", [gone]), 1.0)
 
 
 def _versions(raw: Any) -> dict[uuid.UUID, int]:
