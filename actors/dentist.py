@@ -22,6 +22,7 @@ import msgspec
 
 from actors import dentist_sql as sql
 from actors._base import Actor, StopReason
+from actors.batch import GroupCommit
 from actors.messages import (Book, ChangeAppointment, ExpireHolds, ExtendHold, GetSlots, Hold, Idempotency,
                              ReleaseHold, SetSchedule, Sync)
 from actors.schedule import IntervalSet, Schedule, ScheduleError
@@ -85,11 +86,12 @@ def slot_unavailable(message: str, **details: Any) -> HubError:
 
 
 class DentistActor(Actor):
-    def __init__(self, key: str, *, pool: asyncpg.Pool, catalog: Catalog, rules: Rules,
+    def __init__(self, key: str, *, pool: asyncpg.Pool, writes: GroupCommit, catalog: Catalog, rules: Rules,
                  publish: Callable[[list[events.Event]], None] = lambda evs: None) -> None:
         super().__init__(key)
         self.dentist_id = uuid.UUID(key)
         self._pool = pool
+        self._writes = writes
         self._catalog = catalog
         self._rules = rules
         self._publish = publish
@@ -212,10 +214,12 @@ class DentistActor(Actor):
         after catching up, where nobody can get in first twice."""
         idem = None if key is None else {"user_key": key.user_key, "key": key.key, "request_hash": key.request_hash}
 
-        async def call(con: asyncpg.Connection | asyncpg.Pool) -> _Outcome:
+        async def call(con: asyncpg.Connection | None) -> _Outcome:
             op, args = decide()
             try:
-                out = _OUTCOME.decode(await con.fetchval(sql.WRITE, self.dentist_id, self.version, op, args, idem))
+                out = _OUTCOME.decode(
+                    await self._writes.write(self.dentist_id, self.version, op, args, idem) if con is None
+                    else await con.fetchval(sql.WRITE, self.dentist_id, self.version, op, args, idem))
             except asyncpg.ExclusionViolationError:  # memory was wrong; the database was not
                 raise slot_unavailable("That time is already taken") from None
             except asyncpg.UniqueViolationError as exc:
@@ -229,7 +233,7 @@ class DentistActor(Actor):
             return out
 
         try:
-            out = await call(self._pool)
+            out = await call(None)  # with other actors' writes: actors/batch.py
         except db.DATA_ERRORS as exc:
             raise db.data_error(exc) from None
         if out.stale is None:

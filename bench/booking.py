@@ -209,6 +209,20 @@ async def slot_queries(url: str, dsn: str, token: str, queries: int) -> list[flo
     return latencies[50:]  # the first few warm the actor up
 
 
+async def write_batches(url: str) -> tuple[float, float]:
+    """(writes, batches) the hub's group commit has made so far, from /metrics."""
+    async with aiohttp.ClientSession() as session, session.get(url + "/metrics") as resp:
+        text = await resp.text()
+    values = {line.split()[0]: float(line.split()[1]) for line in text.splitlines()
+              if line.startswith("hub_db_write_batch_size_")}
+    return values.get("hub_db_write_batch_size_sum", 0.0), values.get("hub_db_write_batch_size_count", 0.0)
+
+
+def batching(before: tuple[float, float], after: tuple[float, float]) -> str:
+    writes, batches = after[0] - before[0], after[1] - before[1]
+    return f"{writes / batches:.1f} writes per commit" if batches else "no writes"
+
+
 def _cpu(pid: int) -> float:
     """User+system CPU seconds of a process, from /proc (Linux)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -240,22 +254,24 @@ async def main() -> None:
               f"{'DATABASE_URL' if os.environ.get('DATABASE_URL') else 'embedded'}", flush=True)
         # Warm-up: activate every dentist's actor and the connection pool.
         await closed_loop(url, tokens, Slots(dentists, start), args.dentists, args.clients)
-        cpu_before = _cpu(proc.pid)
+        cpu_before, batches = _cpu(proc.pid), await write_batches(url)
         elapsed, lat = await closed_loop(url, tokens, Slots(dentists, start + timedelta(days=1)), args.bookings,
                                          args.clients)
         hub_rate = args.bookings / elapsed
         print(f"hub process CPU: {(_cpu(proc.pid) - cpu_before) / args.bookings * 1000:.2f} ms per booking "
               f"({(_cpu(proc.pid) - cpu_before) / elapsed * 100:.0f}% of one core)")
         print(f"hub bookings: {hub_rate:.0f}/s over {args.bookings} bookings, {args.clients} clients, "
-              f"{args.dentists} dentists", flush=True)
+              f"{args.dentists} dentists; {batching(batches, await write_batches(url))}", flush=True)
         print(report("hub booking latency (closed loop)", lat), flush=True)
         raw_rate = await raw_inserts(dsn, patients, Slots(dentists, start + timedelta(days=20)), args.bookings,
                                      args.clients)
         print(f"raw asyncpg INSERTs: {raw_rate:.0f}/s ({args.clients} connections, same table and constraint)")
         print(f"ratio hub/raw: {hub_rate / raw_rate:.2f} (target >= 0.30)", flush=True)
+        batches = await write_batches(url)
         elapsed, lat = await open_loop(url, tokens, Slots(dentists, start + timedelta(days=40)), args.rate,
                                        args.seconds)
-        print(f"open loop at {args.rate}/s for {args.seconds:.0f}s (achieved {len(lat) / elapsed:.0f}/s)")
+        print(f"open loop at {args.rate}/s for {args.seconds:.0f}s (achieved {len(lat) / elapsed:.0f}/s; "
+              f"{batching(batches, await write_batches(url))})")
         print(report(f"hub booking latency at {args.rate}/s", lat) + " (target p99 < 25ms)", flush=True)
         if OVERLOADED:
             print(f"  {len(OVERLOADED)} bookings answered 503 SERVICE_UNAVAILABLE (actor overloaded), counted above")

@@ -21,6 +21,8 @@ HTTP_ERRORS = Counter("hub_http_errors_total", "HTTP responses with an error bod
                       ["route", "code"])
 DB_QUERY = Histogram("hub_db_query_duration_seconds", "Duration of each database query", buckets=FAST)
 DB_SLOW = Counter("hub_db_slow_queries_total", "Queries slower than 100 ms")
+DB_WRITE_BATCH = Histogram("hub_db_write_batch_size", "Actor writes committed together (actors/batch.py)",
+                           buckets=(1, 2, 4, 8, 16, 32))
 DB_POOL = Gauge("hub_db_pool_connections", "Connections of the pool by state", ["state"])
 ACTORS = Gauge("hub_actor_active", "Dentist actors active in this process")
 ACTOR_TURN = Histogram("hub_actor_turn_seconds", "Time an actor spends on one message, by message type",

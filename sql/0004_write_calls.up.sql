@@ -108,6 +108,22 @@ BEGIN
      WHERE e.dentist_id = _dentist AND e.version > _expected), '[]'));
 END $$;
 
+-- Several actors' writes in one transaction (actors/batch.py): one commit for
+-- all. The caller orders them by dentist, so batches lock rows in one order.
+CREATE FUNCTION public.hub_write_many(_writes jsonb) RETURNS jsonb
+LANGUAGE plpgsql SET search_path = public AS $$
+DECLARE
+  _w jsonb;
+  _answers jsonb := '[]';
+BEGIN
+  FOR _w IN SELECT value FROM jsonb_array_elements(_writes) LOOP
+    _answers := _answers || jsonb_build_array(public.hub_write(
+      (_w ->> 'dentist')::uuid, (_w ->> 'version')::bigint, _w ->> 'op', _w -> 'args', nullif(_w -> 'idem', 'null')));
+  END LOOP;
+  RETURN _answers;
+END $$;
+
 -- Only the hub (the owner) writes through these.
 REVOKE EXECUTE ON FUNCTION public.hub_book(uuid, jsonb), public.hub_hold(uuid, jsonb),
-  public.hub_extend_hold(uuid, jsonb), public.hub_write(uuid, bigint, text, jsonb, jsonb) FROM PUBLIC;
+  public.hub_extend_hold(uuid, jsonb), public.hub_write(uuid, bigint, text, jsonb, jsonb),
+  public.hub_write_many(jsonb) FROM PUBLIC;

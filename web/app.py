@@ -13,6 +13,7 @@ from typing import Any, AsyncIterator, Awaitable, Callable
 import msgspec
 from aiohttp import web
 
+from actors.batch import GroupCommit
 from actors.dentist import DentistActor, Rules
 from actors.directory import Directory
 from hub import db, metrics, migrate, users
@@ -131,8 +132,9 @@ async def _actors(app: web.Application) -> AsyncIterator[None]:
     rules = Rules(hold_ttl_seconds=settings.hold_ttl_seconds, hold_max_age_seconds=settings.hold_max_age_seconds,
                   max_holds_per_patient=settings.max_holds_per_patient,
                   cancellation_window_hours=settings.cancellation_window_hours)
+    writes = GroupCommit(pool)
     directory: Directory[DentistActor] = Directory(
-        lambda key: DentistActor(key, pool=pool, catalog=catalog, rules=rules, publish=feed.publish))
+        lambda key: DentistActor(key, pool=pool, writes=writes, catalog=catalog, rules=rules, publish=feed.publish))
     listener = Listener(settings.database_url or "", pool, directory, catalog, feed)
     app[PUBSUB], app[DIRECTORY], app[LISTENER] = pubsub, directory, listener
     booking = app[BOOKING] = Booking(pool, directory, catalog, settings)
