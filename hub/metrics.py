@@ -6,6 +6,8 @@ statuses): never a dentist, user or session id.
 
 from __future__ import annotations
 
+import gc
+import time
 from datetime import datetime
 from typing import Callable
 
@@ -60,6 +62,23 @@ def count_changes(produced: list[Event]) -> None:
             elif new is None:  # gone after its expiry: it timed out; before: released or booked
                 expired = datetime.fromisoformat(old["expires_at"]) <= event.created_at
                 HOLDS.labels("expired" if expired else "released").inc()
+
+
+GC_PAUSE = Histogram("hub_gc_pause_seconds", "Python garbage collector pauses (they stall every request)",
+                     ["generation"], buckets=FAST)
+
+
+def watch_gc() -> None:
+    """Time each collection: a full one over a large heap is a latency spike."""
+    started = [0.0]
+
+    def timed(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            started[0] = time.perf_counter()
+        else:
+            GC_PAUSE.labels(str(info["generation"])).observe(time.perf_counter() - started[0])
+
+    gc.callbacks.append(timed)
 
 
 def observe_query(seconds: float) -> None:
