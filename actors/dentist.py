@@ -206,8 +206,8 @@ class DentistActor(Actor):
         await self._absorb(produced)
         return result
 
-    async def _commit(self, decide: Callable[[], tuple[str, dict[str, Any]]], answer: type[T],
-                      key: Idempotency | None = None) -> T:
+    async def _commit(self, decide: Callable[[], tuple[str, dict[str, Any]]], answer: type[msgspec.Struct] | None,
+                      key: Idempotency | None = None) -> dict[str, Any] | None:
         """Decide from memory, then write with one call (`hub_write`) that
         succeeds only if nobody wrote for this dentist since our version. If
         somebody did (another process, psql), decide again under the row lock,
@@ -240,7 +240,7 @@ class DentistActor(Actor):
             await self._absorb(out.events)
         else:
             out = await self._write(call)  # absorbs the events itself
-        return msgspec.json.decode(out.result, type=answer)
+        return None if answer is None else msgspec.structs.asdict(msgspec.json.decode(out.result, type=answer))
 
     def _refusal(self, code: str, args: dict[str, Any]) -> HubError:
         if code == "hold_limit":
@@ -274,9 +274,9 @@ class DentistActor(Actor):
             case Hold():
                 return await self._hold(msg)
             case ExtendHold():
-                return await self._commit(lambda: self._extend(msg), sql.HoldRow)
+                return await self._commit(lambda: self._extend(msg), sql.SlotReservation)
             case ReleaseHold():
-                return await self._commit(lambda: self._release(msg), type(None))
+                return await self._commit(lambda: self._release(msg), None)
             case Book():
                 return await self._idempotent(msg.idempotency, lambda: self._book(msg))
             case ChangeAppointment():
@@ -367,7 +367,7 @@ class DentistActor(Actor):
                             "type": kind.name, "ttl": self._rules.hold_ttl_seconds, "created_by": msg.created_by,
                             "max_holds": self._rules.max_holds_per_patient}
 
-        return await self._idempotent(msg.idempotency, lambda: self._commit(decide, sql.HoldRow, msg.idempotency))
+        return await self._idempotent(msg.idempotency, lambda: self._commit(decide, sql.SlotReservation, msg.idempotency))
 
     def _owned_hold(self, hold_id: uuid.UUID, patient: uuid.UUID | None) -> _Held:
         held = self._holds.get(hold_id)
@@ -414,7 +414,7 @@ class DentistActor(Actor):
                 "notices": self._notice(msg.patient_id, msg.created_by, "booked", appointment_id, msg.start,
                                         kind.name, "pending")}
 
-        return await self._commit(decide, sql.AppointmentRow, msg.idempotency)
+        return await self._commit(decide, sql.Appointment, msg.idempotency)
 
     async def _change(self, con: asyncpg.Connection, msg: ChangeAppointment) -> dict[str, Any]:
         row = await con.fetchrow(sql.APPOINTMENT_FOR_UPDATE, msg.appointment_id)

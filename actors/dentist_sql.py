@@ -5,7 +5,8 @@ Every write runs under the dentist's row lock.
 
 import uuid
 from datetime import datetime
-from typing import TypedDict
+
+import msgspec
 
 APPOINTMENT_COLUMNS = (
     "id, patient_id, dentist_id, appointment_date, duration_minutes, buffer_minutes, ends_at, appointment_type, "
@@ -51,11 +52,12 @@ INSERT INTO public.notifications (user_id, kind, title, body, data) VALUES ($1, 
 IDEMPOTENT_GET = "SELECT request_hash, status, response FROM public.idempotency_keys WHERE user_key = $1 AND key = $2"
 
 # Hold, extend, release and book: one call each (sql/0004_write_calls.up.sql),
-# answering JSON that the actor decodes into the types below.
+# answering JSON that the actor decodes into the structs below.
 WRITE = "SELECT public.hub_write($1, $2, $3, $4, $5)::text"
 
 
-class HoldRow(TypedDict):
+class SlotReservation(msgspec.Struct):
+    """A hold as writes answer it (the seed's SlotReservation)."""
     id: uuid.UUID
     dentist_id: uuid.UUID
     patient_id: uuid.UUID
@@ -66,7 +68,8 @@ class HoldRow(TypedDict):
     created_at: datetime
 
 
-class AppointmentRow(TypedDict):
+class Appointment(msgspec.Struct):
+    """An appointment row as writes answer it."""
     id: uuid.UUID
     patient_id: uuid.UUID
     dentist_id: uuid.UUID

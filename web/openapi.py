@@ -11,6 +11,8 @@ from typing import Any, Literal
 import msgspec
 from aiohttp import web
 
+from actors import dentist_sql as rows
+from actors.dentist_sql import SlotReservation
 from hub.booking import (AppointmentFilters, AvailabilityDTO, CancelDTO, CreateAppointmentDTO, ReserveDTO, SlotsQuery,
                          Status, UpdateAppointmentDTO, WeeklyHours)
 from hub.errors import ErrorCode
@@ -83,17 +85,6 @@ class TimeSlot(msgspec.Struct):
     dentist_id: uuid.UUID
 
 
-class SlotReservation(msgspec.Struct):
-    id: uuid.UUID
-    dentist_id: uuid.UUID
-    patient_id: uuid.UUID
-    slot_time: datetime
-    duration_minutes: int
-    appointment_type: str | None
-    expires_at: datetime
-    created_at: datetime
-
-
 class Document(msgspec.Struct):
     id: uuid.UUID
     appointment_id: uuid.UUID
@@ -105,25 +96,8 @@ class Document(msgspec.Struct):
     created_at: datetime
 
 
-class Appointment(msgspec.Struct):
-    id: uuid.UUID
-    patient_id: uuid.UUID
-    dentist_id: uuid.UUID
-    appointment_date: datetime
-    duration_minutes: int
-    buffer_minutes: int
-    ends_at: datetime
-    appointment_type: str
+class Appointment(rows.Appointment):
     status: Status
-    notes: str | None
-    patient_notes: str | None
-    medical_history: str | None
-    created_by: uuid.UUID | None
-    cancelled_at: datetime | None
-    cancelled_by: uuid.UUID | None
-    cancellation_reason: str | None
-    created_at: datetime
-    updated_at: datetime
     documents: list[Document] | None = None
 
 
