@@ -392,6 +392,7 @@ if __name__ == "__main__":
         raise_fd_limit()
         result = uvloop.run(subscribe(parsed.url, parsed.token, parsed.topic, parsed.count, parsed.seconds,
                                       parsed.latency))
+        os.set_blocking(sys.stdout.fileno(), True)  # the loop may leave it non-blocking: a big result would tear
         print(json.dumps(result), flush=True)
     else:
         uvloop.run(main(parsed))
