@@ -206,8 +206,8 @@ class DentistActor(Actor):
         await self._absorb(produced)
         return result
 
-    async def _commit(self, decide: Callable[[], tuple[str, dict[str, Any]]], answer: type[msgspec.Struct] | None,
-                      key: Idempotency | None = None) -> dict[str, Any] | None:
+    async def _commit(self, decide: Callable[[], tuple[str, dict[str, Any]]],
+                      answer: type[msgspec.Struct] | None, key: Idempotency | None = None) -> dict[str, Any] | None:
         """Decide from memory, then write with one call (`hub_write`) that
         succeeds only if nobody wrote for this dentist since our version. If
         somebody did (another process, psql), decide again under the row lock,
@@ -367,7 +367,8 @@ class DentistActor(Actor):
                             "type": kind.name, "ttl": self._rules.hold_ttl_seconds, "created_by": msg.created_by,
                             "max_holds": self._rules.max_holds_per_patient}
 
-        return await self._idempotent(msg.idempotency, lambda: self._commit(decide, sql.SlotReservation, msg.idempotency))
+        return await self._idempotent(msg.idempotency,
+                                      lambda: self._commit(decide, sql.SlotReservation, msg.idempotency))
 
     def _owned_hold(self, hold_id: uuid.UUID, patient: uuid.UUID | None) -> _Held:
         held = self._holds.get(hold_id)

@@ -84,14 +84,14 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     if args.workers > 1:
         return _supervise(settings, args.workers)
     log.info("serving on %s:%d", settings.host, settings.port)
-    # SIGTERM: stop accepting, tell sockets to reconnect elsewhere (1012), let
-    # requests and actor turns finish, close the pool (web/app.py, cleanup order).
     # What is loaded by now lives as long as the process: out of the collector's
     # sight, a full collection scans only what serving made (a pause every
     # request waits for; hub_gc_pause_seconds shows them).
     gc.collect()
     gc.freeze()
     metrics.watch_gc()
+    # SIGTERM: stop accepting, tell sockets to reconnect elsewhere (1012), let
+    # requests and actor turns finish, close the pool (web/app.py, cleanup order).
     web.run_app(create_app(settings), host=settings.host, port=settings.port, reuse_port=args.reuse_port,
                 access_log=None, print=None, shutdown_timeout=5, loop=_event_loop())
     log.info("stopped")

@@ -92,4 +92,5 @@ async def create_pool(dsn: str, *, min_size: int = 2, max_size: int = 10,
                       command_timeout: float = 5.0) -> asyncpg.Pool:
     return await asyncpg.create_pool(
         dsn, min_size=min_size, max_size=max_size, command_timeout=command_timeout,
-        init=init_connection, reset=_keep_session, connection_class=TimedConnection, server_settings={"application_name": "dental-hub"})
+        init=init_connection, reset=_keep_session, connection_class=TimedConnection,
+        server_settings={"application_name": "dental-hub"})
