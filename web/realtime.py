@@ -104,6 +104,7 @@ class Realtime:
         self.slow_disconnects = 0
         self.delivered = 0
         self._latencies: dict[int, int] = {}  # event id -> ms from commit to the last local hand-off
+        self._unflushed: list[Session] = []  # sessions with frames to write at the end of this loop iteration
 
     # ---- fan-out ---------------------------------------------------------
 
@@ -127,6 +128,18 @@ class Realtime:
             lag = (datetime.now(timezone.utc) - event.created_at).total_seconds() * 1000
             self._latencies[event.id] = max(self._latencies.get(event.id, 0), round(lag))
             metrics.BROADCAST_LATENCY.observe(max(lag, 0) / 1000)
+
+    def flush_soon(self, session: Session) -> None:
+        """Flush `session` at the end of this loop iteration: one callback for
+        all the sockets a fan-out touched, not one per socket."""
+        if not self._unflushed:
+            asyncio.get_running_loop().call_soon(self._flush)
+        self._unflushed.append(session)
+
+    def _flush(self) -> None:
+        sessions, self._unflushed = self._unflushed, []
+        for session in sessions:
+            session.flush()
 
     async def record_latencies(self, every: float = 1.0) -> None:
         """Write realtime_events.broadcast_latency_ms in batches (the largest

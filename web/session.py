@@ -1,7 +1,8 @@
 """One WebSocket: a reader, a bounded outbox, and its joined channels.
 
-Fan-out calls `push()`, which never waits: it writes the frame to the
-socket's transport, whose buffer is the outbox. A client whose backlog passes
+Fan-out calls `send_frame()`, which never waits: the frames a socket gets
+while a fan-out runs are written together right after it (Realtime.flush_soon),
+into the socket's transport, whose buffer is the outbox. A client whose backlog passes
 OUTBOX_BYTES is too slow and is disconnected with SLOW (it reconnects and
 resumes by version) rather than slowing anyone else or growing memory.
 """
@@ -155,10 +156,10 @@ class Session:
             self.close_soon(SLOW)
             return
         if not self._unsent:
-            asyncio.get_running_loop().call_soon(self._flush)
+            self.realtime.flush_soon(self)
         self._unsent.append(frame)
 
-    def _flush(self) -> None:
+    def flush(self) -> None:
         """One write (one system call) for every frame this socket got in this
         loop iteration: a burst of events costs a send, not a send per event."""
         frames, self._unsent = self._unsent, []
@@ -178,7 +179,7 @@ class Session:
         loop.call_later(CLOSE_GRACE, self._abort)
 
     async def _close(self, close: Close) -> None:
-        self._flush()  # what was already accepted goes out before the close frame
+        self.flush()  # what was already accepted goes out before the close frame
         with contextlib.suppress(TimeoutError, ConnectionError, RuntimeError):
             await asyncio.wait_for(self.ws.close(code=close.code, message=close.reason.encode()), CLOSE_GRACE)
 
