@@ -3,8 +3,9 @@
     .venv/bin/python bench/fanout.py [--subscribers 1000] [--latency-subscribers 3000] [--idle 10000]
 
 Starts `hub serve` (one process) on a scratch database and, in separate
-subscriber processes, opens raw WebSockets that join
-`availability:dentist_id=<id>` with the Phoenix protocol and count frames.
+subscriber processes (bench/subscriber.c, built with cc on first use), opens
+raw WebSockets that join `availability:dentist_id=<id>` with the Phoenix
+protocol and count frames.
   1. latency: REST bookings open-loop at --rate/s spread over --dentists
      dentists, --latency-subscribers subscribers spread over their channels;
      booking sent -> slot_booked received, p50/p99;
@@ -19,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import json
 import os
 import resource
@@ -38,140 +38,40 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 
-from booking import SECRET, drop, paced, pct, setup, start_hub  # noqa: E402
+from booking import SECRET, cpu_seconds, drop, paced, pct, setup, start_hub, stolen_seconds  # noqa: E402
 
 from tests.conftest import free_port  # noqa: E402
 
 from hub import db  # noqa: E402
 from hub.auth import issue_token  # noqa: E402
 
-PER_PROCESS = 500  # sockets per subscriber process
+PER_PROCESS = 1000  # sockets per subscriber process
 
 
-# ---- the subscriber role (a separate process) -----------------------------------
+# ---- the subscribers (separate processes) ------------------------------------------
 
-def _field(payload: bytes, name: bytes) -> str:
-    """The string value of the first `"name":"..."` in a JSON frame."""
-    at = payload.index(b'"' + name + b'":"') + len(name) + 4
-    return payload[at:payload.index(b'"', at)].decode()
-
-
-class _Subscriber(asyncio.Protocol):
-    """A raw WebSocket client: upgrade, join, then count frames by walking
-    their headers. Every frame really crosses the socket; skipping aiohttp's
-    per-message objects keeps the subscriber processes from being the
-    bottleneck on a 2-core machine."""
-
-    def __init__(self, host: str, path: str, join: bytes | None, latency: bool, seen: dict,
-                 ready: asyncio.Event) -> None:
-        """`join` is the Phoenix join to send; None speaks socket.io (engine.io v4) instead."""
-        self.request = (f"GET {path} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                        f"Sec-WebSocket-Key: {base64.b64encode(os.urandom(16)).decode()}\r\n"
-                        "Sec-WebSocket-Version: 13\r\n\r\n").encode()
-        self.join, self.latency, self.seen, self.ready = join, latency, seen, ready
-        self.buffer = bytearray()
-        self.upgraded = False
-        self.frames = -1  # the join reply (socket.io: the namespace connect) is not counted
-        self.first = self.last = 0.0  # when the first and last counted frames arrived
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport
-        transport.write(self.request)  # type: ignore[attr-defined]
-
-    def data_received(self, data: bytes) -> None:
-        self.buffer += data
-        if not self.upgraded:
-            end = self.buffer.find(b"\r\n\r\n")
-            if end < 0:
-                return
-            del self.buffer[:end + 4]
-            self.upgraded = True
-            if self.join is not None:
-                self._send(self.join)
-        buf, i, n = self.buffer, 0, len(self.buffer)
-        while i + 2 <= n:
-            length, head = buf[i + 1] & 0x7F, 2
-            if length == 126:
-                if i + 4 > n:
-                    break
-                length, head = int.from_bytes(buf[i + 2:i + 4], "big"), 4
-            elif length == 127:
-                if i + 10 > n:
-                    break
-                length, head = int.from_bytes(buf[i + 2:i + 10], "big"), 10
-            if i + head + length > n:
-                break
-            if self.join is None:  # socket.io: open -> connect, ping -> pong, count "42" events
-                kind = buf[i + head:i + head + 2]
-                i += head + length
-                if kind[:1] == b"0":
-                    self._send(b"40")
-                elif kind[:1] == b"2":
-                    self._send(b"3")
-                elif kind == b"40":
-                    self.frames = 0
-                    self.ready.set()
-                elif kind == b"42":
-                    self._count()
-                continue
-            if self.frames < 0:  # the join reply
-                self.frames = 0
-                self.ready.set()
-            else:
-                self._count()
-                if self.latency:  # key the frame by dentist and slot without decoding all of it
-                    payload = bytes(buf[i + head:i + head + length])
-                    if b'"slot_booked"' in payload:
-                        key = f"{_field(payload, b'dentist_id')}/{_field(payload, b'start')}"
-                        self.seen.setdefault(key, []).append(time.time())
-            i += head + length
-        del buf[:i]
-
-    def _count(self) -> None:
-        self.frames += 1
-        self.last = time.time()
-        if not self.first:
-            self.first = self.last
-
-    def _send(self, text: bytes) -> None:
-        mask = os.urandom(4)
-        body = bytes(b ^ mask[i % 4] for i, b in enumerate(text))
-        self.transport.write(bytes([0x81, 0x80 | len(body)]) + mask + body)  # type: ignore[attr-defined]
-
-
-async def subscribe(url: str, token: str, topic: str, count: int, seconds: float, latency: bool) -> dict:
-    parsed = urlsplit(url)
-    path = f"{parsed.path}?apikey={token}&vsn=2.0.0" if topic != "socket.io" else f"{parsed.path}?{parsed.query}"
-    topics = topic.split(",")  # several: subscriber i joins topics[i % len(topics)]
-    seen: dict[str, list[float]] = {}
-    loop = asyncio.get_running_loop()
-    subscribers = []
-    for i in range(count):
-        ready = asyncio.Event()
-        join = None if topic == "socket.io" else \
-            json.dumps(["1", "1", topics[i % len(topics)], "phx_join", {"config": {}}]).encode()
-        _, sub = await loop.create_connection(
-            lambda r=ready, j=join: _Subscriber(parsed.netloc, path, j, latency, seen, r), parsed.hostname,
-            parsed.port)
-        subscribers.append(sub)
-        await ready.wait()
-    print(json.dumps({"ready": count}), flush=True)
-    await asyncio.sleep(seconds)
-    for sub in subscribers:
-        sub.transport.close()
-    counted = [s for s in subscribers if s.frames > 0]
-    return {"frames": sum(max(s.frames, 0) for s in subscribers), "seen": seen,
-            "first": min((s.first for s in counted), default=0), "last": max((s.last for s in counted), default=0)}
+def subscriber_binary() -> Path:
+    """bench/subscriber.c, built on first use: Python subscribers cost as much
+    CPU per frame as the hub, on the same two cores."""
+    source, binary = HERE / "subscriber.c", HERE.parent / "var" / "bench-subscriber"
+    if not binary.exists() or binary.stat().st_mtime < source.stat().st_mtime:
+        binary.parent.mkdir(exist_ok=True)
+        subprocess.run(["cc", "-O2", "-Wall", "-o", str(binary), str(source)], check=True)
+    return binary
 
 
 def spawn(url: str, token: str, topic: str, count: int, seconds: float, latency: bool) -> list[subprocess.Popen]:
+    """`count` sockets joined to `topic` (several, comma-separated: socket i
+    joins topic i % n; "socket.io": speak engine.io v4 instead), in processes of
+    PER_PROCESS; returns once every socket has joined."""
+    parsed = urlsplit(url)
+    path = f"{parsed.path}?{parsed.query}" if topic == "socket.io" else f"{parsed.path}?apikey={token}&vsn=2.0.0"
+    binary = subscriber_binary()
     procs = []
     for start in range(0, count, PER_PROCESS):
-        n = min(PER_PROCESS, count - start)
         procs.append(subprocess.Popen(
-            [sys.executable, __file__, "--role", "subscribe", "--url", url, "--token", token, "--topic", topic,
-             "--count", str(n), "--seconds", str(seconds)] + (["--latency"] if latency else []),
-            stdout=subprocess.PIPE, text=True))
+            [str(binary), parsed.hostname or "", str(parsed.port), path, str(min(PER_PROCESS, count - start)),
+             str(seconds), str(int(latency)), topic], stdout=subprocess.PIPE, text=True, preexec_fn=raise_fd_limit))
     for proc in procs:
         assert json.loads(proc.stdout.readline())["ready"]  # type: ignore[union-attr]
     return procs
@@ -190,8 +90,8 @@ def collect(procs: list[subprocess.Popen]) -> tuple[int, dict[str, list[float]]]
             firsts.append(result["first"])
             lasts.append(result["last"])
         SPAN[:] = [min(firsts, default=0.0), max(lasts, default=0.0)]
-        for key, times in result["seen"].items():
-            seen.setdefault(key, []).extend(times)
+        for key, at in result["seen"]:
+            seen.setdefault(key, []).append(at)
     return frames, seen
 
 
@@ -241,8 +141,8 @@ async def throughput(dsn: str, ws_url: str, token: str, dentist: uuid.UUID, pati
           f"(first to last frame received, {span:.1f}s)", flush=True)
 
 
-async def latency(url: str, ws_url: str, token: str, tokens: list[str], dentists: list[uuid.UUID], n: int,
-                  rate: int, seconds: float) -> None:
+async def latency(hub: int, url: str, ws_url: str, token: str, tokens: list[str], dentists: list[uuid.UUID],
+                  n: int, rate: int, seconds: float) -> None:
     """Bookings spread over `dentists` (one dentist's actor serializes its own
     bookings); the subscribers are spread over those dentists' channels."""
     topics = ",".join(f"availability:dentist_id={d}" for d in dentists)
@@ -268,14 +168,18 @@ async def latency(url: str, ws_url: str, token: str, tokens: list[str], dentists
                                           "appointment_type": "checkup"}) as resp:
                 await resp.read()
                 answered.append((time.time() - sent[f"{dentist}/{key}"]) * 1000)
+        began, cpu, stolen = time.perf_counter(), cpu_seconds(hub), stolen_seconds()
         await paced(rate, int(rate * seconds), book)
+        elapsed = time.perf_counter() - began
+        cpu, stolen = (cpu_seconds(hub) - cpu) / elapsed, (stolen_seconds() - stolen) / elapsed
     _, seen = collect(procs)
     lat = [(t - sent[k]) * 1000 for k, times in seen.items() if k in sent for t in times]
     expected = len(sent) * n // len(dentists)
     print(f"latency at {rate} bookings/s over {len(dentists)} dentists, {n} subscribers "
           f"({n // len(dentists)} per dentist's channel): {len(lat):,} of {expected:,} deliveries seen; "
           f"booking->delivery p50={pct(lat, 50):.1f}ms p99={pct(lat, 99):.1f}ms max={max(lat):.1f}ms; "
-          f"the booking's own HTTP answer p50={pct(answered, 50):.1f}ms p99={pct(answered, 99):.1f}ms", flush=True)
+          f"the booking's own HTTP answer p50={pct(answered, 50):.1f}ms p99={pct(answered, 99):.1f}ms; "
+          f"hub CPU {cpu * 100:.0f}% of a core, CPU stolen by the host {stolen * 100:.0f}% of a core", flush=True)
 
 
 async def memory(pid: int, ws_url: str, token: str, dentist: uuid.UUID, n: int) -> None:
@@ -354,7 +258,8 @@ async def main(args: argparse.Namespace) -> None:
         print(f"machine: {os.cpu_count()} cores; hub: 1 process; subscribers: separate processes "
               f"({PER_PROCESS} sockets each)", flush=True)
         # Latency first, on a quiet hub: the throughput run leaves a backlog behind it.
-        await latency(url, ws_url, watcher, tokens, dentists[1:], args.latency_subscribers, args.rate, args.seconds)
+        await latency(proc.pid, url, ws_url, watcher, tokens, dentists[1:], args.latency_subscribers, args.rate,
+                      args.seconds)
         print("  hub counters:", await hub_counters(url), flush=True)
         await throughput(dsn, ws_url, watcher, dentists[0], patients[0], args.subscribers, args.seconds)
         print("  hub counters:", await hub_counters(url), flush=True)
@@ -369,7 +274,6 @@ async def main(args: argparse.Namespace) -> None:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--role", default="bench", choices=["bench", "subscribe"])
     parser.add_argument("--subscribers", type=int, default=1000)
     parser.add_argument("--latency-subscribers", type=int, default=3000)
     parser.add_argument("--idle", type=int, default=10000)
@@ -379,20 +283,7 @@ if __name__ == "__main__":
     parser.add_argument("--no-peers", action="store_true", help="skip the socket.io comparison servers")
     parser.add_argument("--only-peers", action="store_true", help="run only the socket.io comparison servers")
     parser.add_argument("--seconds", type=float, default=5.0)
-    parser.add_argument("--url")
-    parser.add_argument("--token")
-    parser.add_argument("--topic")
-    parser.add_argument("--count", type=int)
-    parser.add_argument("--latency", action="store_true")
     parsed = parser.parse_args()
-    # uvloop, as the hub serves: the subscribers and the load share the hub's two
-    # cores, so the cheaper they are, the less they stand in its way.
+    # uvloop, as the hub serves: the load shares the hub's two cores.
     import uvloop
-    if parsed.role == "subscribe":
-        raise_fd_limit()
-        result = uvloop.run(subscribe(parsed.url, parsed.token, parsed.topic, parsed.count, parsed.seconds,
-                                      parsed.latency))
-        os.set_blocking(sys.stdout.fileno(), True)  # the loop may leave it non-blocking: a big result would tear
-        print(json.dumps(result), flush=True)
-    else:
-        uvloop.run(main(parsed))
+    uvloop.run(main(parsed))
