@@ -23,6 +23,12 @@ from hub.pubsub import PubSub
 
 log = logging.getLogger("hub.feed")
 
+# A backlog is sent in slices of this many seconds of fan-out work, each
+# followed by the sockets' writes and whatever else waits: under overload one
+# read of the log can hold thousands of events for thousands of sockets, which
+# sent in one go froze the whole process for seconds.
+SLICE = 0.05
+
 
 class Feed:
     def __init__(self, pool: asyncpg.Pool, pubsub: PubSub) -> None:
@@ -79,9 +85,14 @@ class Feed:
                     missed = await events.since(self._pool, dentist_id, last if last is not None else target - 1)
                 if not missed:
                     return  # pruned or rolled back: nothing to send
+                loop = asyncio.get_running_loop()
+                until = loop.time() + SLICE
                 for event in missed:
                     if event.version > self._last.get(dentist_id, -1):
                         self._emit(event)
+                    if loop.time() > until:
+                        await asyncio.sleep(0)
+                        until = loop.time() + SLICE
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
             log.warning("could not read missed events of %s: %s (the listener retries on reconnect)",
                         dentist_id, exc)
