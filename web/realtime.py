@@ -104,7 +104,7 @@ class Realtime:
         self.slow_disconnects = 0
         self.delivered = 0
         self._latencies: dict[int, int] = {}  # event id -> ms from commit to the last local hand-off
-        self._unflushed: list[Session] = []  # sessions with frames to write at the end of this loop iteration
+        self._unflushed: list[Session] = []  # sessions with frames for the next flush (flush_soon)
 
     # ---- fan-out ---------------------------------------------------------
 
@@ -130,8 +130,8 @@ class Realtime:
             metrics.BROADCAST_LATENCY.observe(max(lag, 0) / 1000)
 
     def flush_soon(self, session: Session) -> None:
-        """Flush `session` at the end of this loop iteration: one callback for
-        all the sockets a fan-out touched, not one per socket."""
+        """Flush `session` in one callback queued behind the running ones, with
+        every other socket the fan-out touched: one callback, not one per socket."""
         if not self._unflushed:
             asyncio.get_running_loop().call_soon(self._flush)
         self._unflushed.append(session)
