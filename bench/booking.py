@@ -26,7 +26,7 @@ import time
 import uuid
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, Awaitable, Callable
+from typing import Any, Awaitable, Callable, NamedTuple
 
 import aiohttp
 import asyncpg
@@ -223,17 +223,33 @@ def batching(before: tuple[float, float], after: tuple[float, float]) -> str:
     return f"{writes / batches:.1f} writes per commit" if batches else "no writes"
 
 
-def cpu_seconds(pid: int) -> float:
-    """User+system CPU seconds of a process, from /proc (Linux)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+class Used(NamedTuple):
+    seconds: float  # wall clock
+    cpu: float      # the hub process's user+system CPU seconds
+    stolen: float   # CPU seconds the hypervisor gave other guests
+
+    def shares(self) -> str:
+        return (f"hub CPU {self.cpu / self.seconds * 100:.0f}% of a core, "
+                f"CPU stolen by the host {self.stolen / self.seconds * 100:.0f}% of a core")
 
 
-def stolen_seconds() -> float:
-    """CPU seconds the hypervisor gave to other guests (/proc/stat "steal"):
-    on a shared host they stall every process here, so runs with much of it
-    measure the neighbours, not the hub."""
-    return int(Path("/proc/stat").read_text().split()[8]) / os.sysconf("SC_CLK_TCK")
+class Usage:
+    """The hub's CPU and the host's CPU steal from now until `stop()`, from
+    /proc (Linux). Steal stalls every process here: on a shared host, runs
+    with much of it measure the neighbours, not the hub."""
+
+    def __init__(self, pid: int) -> None:
+        self._pid = pid
+        self._start = self._read()
+
+    def _read(self) -> Used:
+        tick = os.sysconf("SC_CLK_TCK")
+        fields = Path(f"/proc/{self._pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return Used(time.perf_counter(), (int(fields[11]) + int(fields[12])) / tick,
+                    int(Path("/proc/stat").read_text().split()[8]) / tick)
+
+    def stop(self) -> Used:
+        return Used(*(end - start for start, end in zip(self._start, self._read())))
 
 
 async def main() -> None:
@@ -261,21 +277,20 @@ async def main() -> None:
               f"{'DATABASE_URL' if os.environ.get('DATABASE_URL') else 'embedded'}", flush=True)
         # Warm-up: activate every dentist's actor and the connection pool.
         await closed_loop(url, tokens, Slots(dentists, start), args.dentists, args.clients)
-        cpu_before, batches = cpu_seconds(proc.pid), await write_batches(url)
+        usage, batches = Usage(proc.pid), await write_batches(url)
         elapsed, lat = await closed_loop(url, tokens, Slots(dentists, start + timedelta(days=1)), args.bookings,
                                          args.clients)
+        used = usage.stop()
         hub_rate = args.bookings / elapsed
-        print(f"hub process CPU: {(cpu_seconds(proc.pid) - cpu_before) / args.bookings * 1000:.2f} ms per booking "
-              f"({(cpu_seconds(proc.pid) - cpu_before) / elapsed * 100:.0f}% of one core)")
+        print(f"hub process CPU: {used.cpu / args.bookings * 1000:.2f} ms per booking; {used.shares()}")
         print(f"hub bookings: {hub_rate:.0f}/s over {args.bookings} bookings, {args.clients} clients, "
               f"{args.dentists} dentists; {batching(batches, await write_batches(url))}", flush=True)
         print(report("hub booking latency (closed loop)", lat), flush=True)
-        batches, stolen = await write_batches(url), stolen_seconds()
+        batches, usage = await write_batches(url), Usage(proc.pid)
         elapsed, lat = await open_loop(url, tokens, Slots(dentists, start + timedelta(days=40)), args.rate,
                                        args.seconds)
         print(f"open loop at {args.rate}/s for {args.seconds:.0f}s (achieved {len(lat) / elapsed:.0f}/s; "
-              f"{batching(batches, await write_batches(url))}; CPU stolen by the host: "
-              f"{(stolen_seconds() - stolen) / elapsed * 100:.0f}% of a core)")
+              f"{batching(batches, await write_batches(url))}; {usage.stop().shares()})")
         print(report(f"hub booking latency at {args.rate}/s", lat) + " (target p99 < 25ms)", flush=True)
         if OVERLOADED:
             print(f"  {len(OVERLOADED)} bookings answered 503 SERVICE_UNAVAILABLE (actor overloaded), counted above")

@@ -38,7 +38,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 
-from booking import SECRET, cpu_seconds, drop, paced, pct, setup, start_hub, stolen_seconds  # noqa: E402
+from booking import SECRET, Usage, drop, paced, pct, setup, start_hub  # noqa: E402
 
 from tests.conftest import free_port  # noqa: E402
 
@@ -202,10 +202,9 @@ async def latency(hub: int, url: str, ws_url: str, token: str, tokens: list[str]
     await asyncio.gather(*(book(i, start - timedelta(days=100, minutes=-30 * i)) for i in range(len(dentists) * 2)))
     sent.clear()
     answered.clear()
-    began, cpu, stolen = time.perf_counter(), cpu_seconds(hub), stolen_seconds()
+    usage = Usage(hub)
     await paced(rate, int(rate * seconds), lambda i: book(i, start + timedelta(minutes=30 * (i // len(dentists)))))
-    elapsed = time.perf_counter() - began
-    cpu, stolen = (cpu_seconds(hub) - cpu) / elapsed, (stolen_seconds() - stolen) / elapsed
+    used = usage.stop()
     client.close()
     if refused:
         print(f"  {len(refused)} bookings refused (statuses {sorted(set(refused))})", flush=True)
@@ -216,7 +215,7 @@ async def latency(hub: int, url: str, ws_url: str, token: str, tokens: list[str]
           f"({n // len(dentists)} per dentist's channel): {len(lat):,} of {expected:,} deliveries seen; "
           f"booking->delivery p50={pct(lat, 50):.1f}ms p99={pct(lat, 99):.1f}ms max={max(lat):.1f}ms; "
           f"the booking's own HTTP answer p50={pct(answered, 50):.1f}ms p99={pct(answered, 99):.1f}ms; "
-          f"hub CPU {cpu * 100:.0f}% of a core, CPU stolen by the host {stolen * 100:.0f}% of a core", flush=True)
+          f"{used.shares()}", flush=True)
 
 
 async def memory(pid: int, ws_url: str, token: str, dentist: uuid.UUID, n: int) -> None:
