@@ -6,6 +6,7 @@ has the same validation, authorization and idempotency wherever it arrives.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import hashlib
 import uuid
@@ -113,6 +114,18 @@ class Booking:
         if row is None:
             raise errors.not_found("dentist", dentist_id)
         return row["user_id"]
+
+    async def sync_live(self) -> None:
+        """After a write outside the actors that changed every dentist (a clinic
+        closure): bring this process's live actors up to date before answering,
+        so the caller's next read sees it. The NOTIFY that does the same may
+        arrive a moment after the answer, and still tells the other processes;
+        so an actor that cannot catch up now (stopping, crash-looping) does not
+        turn the committed write into an error."""
+        live = [actor.dentist_id for actor in self.directory.actors()]
+        rows = await self.pool.fetch("SELECT id, version FROM public.dentists WHERE id = ANY($1)", live)
+        await asyncio.gather(*(self.directory.ask(str(r["id"]), m.Sync(version=r["version"])) for r in rows),
+                             return_exceptions=True)
 
     async def is_staff_for(self, who: Principal, dentist_id: uuid.UUID) -> bool:
         """Admins, and the dentist themselves, manage a dentist's schedule and appointments."""

@@ -48,6 +48,7 @@ async def put_closure(request: web.Request) -> web.Response:
     row = await request.app[POOL].fetchrow(
         "INSERT INTO public.clinic_closures (day, reason) VALUES ($1, $2) "
         "ON CONFLICT (day) DO UPDATE SET reason = EXCLUDED.reason RETURNING day, reason", day, body.reason)
+    await request.app[BOOKING].sync_live()
     return json(dict(row))
 
 
@@ -57,6 +58,7 @@ async def delete_closure(request: web.Request) -> web.Response:
     day = _day(request)
     if await request.app[POOL].fetchval("DELETE FROM public.clinic_closures WHERE day = $1 RETURNING day", day) is None:
         raise errors.not_found("closure", day)
+    await request.app[BOOKING].sync_live()
     return web.Response(status=204)
 
 
