@@ -65,7 +65,8 @@ class Channel:
     broadcast_self: bool = False
     broadcast_ack: bool = False
     presence_key: str = ""
-    last_version: dict[uuid.UUID, int] = dataclasses.field(default_factory=dict)
+    # Keyed by the dentist id's int: UUID.__hash__ is a Python call, twice per frame.
+    last_version: dict[int, int] = dataclasses.field(default_factory=dict)
     pending: list[Event] | None = None  # live events held back while a replay is sent
 
     def deliver(self, event: Event, cache: dict[Any, Any]) -> int:
@@ -75,10 +76,11 @@ class Channel:
         if self.pending is not None:
             self.pending.append(event)
             return 0
-        seen = self.last_version.get(event.dentist_id)
+        dentist = event.dentist_id.int
+        seen = self.last_version.get(dentist)
         if seen is not None and event.version <= seen:
             return 0  # already sent (replay seam)
-        self.last_version[event.dentist_id] = event.version
+        self.last_version[dentist] = event.version
         key = (self.topic.name, self.session.vsn)
         frames = cache.get(key)
         if frames is None:
