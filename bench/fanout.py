@@ -128,7 +128,7 @@ async def full_collections(url: str) -> int:
     """The hub's gen-2 collections so far: one stalls it for 0.1-0.3 s with thousands of sockets open."""
     prefix = 'hub_gc_pause_seconds_count{generation="2"} '
     lines = (await metrics(url)).splitlines()
-    return next(int(float(line[len(prefix):])) for line in lines if line.startswith(prefix))
+    return next((int(float(line[len(prefix):])) for line in lines if line.startswith(prefix)), 0)  # none yet
 
 
 async def hub_counters(url: str) -> str:
