@@ -92,6 +92,9 @@ class Realtime:
         # channel indexes: by canonical topic, and by table for postgres_changes
         self._by_topic: dict[str, set[Channel]] = collections.defaultdict(set)
         self._by_table: dict[str, set[Channel]] = collections.defaultdict(set)
+        # Dentists a join found: the hub never deletes one, so the next join to
+        # their channels needs no round trip (a reconnect storm is thousands).
+        self._dentists: set[uuid.UUID] = set()
         self.origin = uuid.uuid4().hex  # this process, to skip its own relayed messages
         # presence: origin -> canonical topic -> tracker id -> (key, meta), this process's own included
         self._presence: dict[str, dict[str, dict[str, tuple[str, dict[str, Any]]]]] = {}
@@ -265,8 +268,9 @@ class Realtime:
         principal = await self._principal_for(session, payload.get("access_token"))
         viewer = await self._viewer(principal)
         channels.authorize_join(topic, viewer)
-        if topic.kind is not None and topic.kind[1] == "dentist_id":
+        if topic.kind is not None and topic.kind[1] == "dentist_id" and topic.key not in self._dentists:
             await self._booking.dentist_user(topic.key)  # NOT_FOUND for an unknown dentist
+            self._dentists.add(topic.key)
         raw_bindings = config.get("postgres_changes") or []
         if not isinstance(raw_bindings, list) or len(raw_bindings) > 20:
             raise errors.invalid("postgres_changes must be a list of at most 20 bindings", field="postgres_changes")
