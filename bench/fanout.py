@@ -237,12 +237,15 @@ async def latency(hub: int, url: str, ws_url: str, token: str, tokens: list[str]
 
 async def memory(pid: int, ws_url: str, token: str, dentist: uuid.UUID, n: int) -> None:
     before = rss_kb(pid)
+    usage = Usage(pid)  # the joins come all at once, as after a restart: a reconnect storm
     procs = spawn(ws_url, token, f"availability:dentist_id={dentist}", n, 3, latency=False)
+    joins = usage.stop()
     await asyncio.sleep(1.0)
     after = rss_kb(pid)
     collect(procs)
     print(f"memory: hub RSS {before / 1024:.0f} MiB -> {after / 1024:.0f} MiB with {n:,} idle joined sockets: "
-          f"{(after - before) / n:.1f} KB per connection", flush=True)
+          f"{(after - before) / n:.1f} KB per connection; the joins took {joins.seconds:.1f}s "
+          f"({n / joins.seconds:,.0f}/s, hub CPU {joins.cpu / n * 1e6:.0f} us each)", flush=True)
 
 
 async def peers(args: argparse.Namespace) -> None:
