@@ -225,14 +225,29 @@ async def latency(hub: int, url: str, ws_url: str, token: str, tokens: list[str]
     if refused:
         print(f"  {len(refused)} bookings refused (statuses {sorted(set(refused))})", flush=True)
     _, seen = collect(procs)
-    lat = [(t - sent[k]) * 1000 for k, times in seen.items() if k in sent for t in times]
+    per_booking = {k: [(t - sent[k]) * 1000 for t in times] for k, times in seen.items() if k in sent}
+    lat = [ms for times in per_booking.values() for ms in times]
     expected = len(sent) * n // len(dentists)
     print(f"latency, round {round_ + 1}, at {rate} bookings/s over {len(dentists)} dentists, {n} subscribers "
           f"({n // len(dentists)} per dentist's channel): {len(lat):,} of {expected:,} deliveries seen; "
           f"booking->delivery p50={pct(lat, 50):.1f}ms p99={pct(lat, 99):.1f}ms max={max(lat):.1f}ms; "
           f"the booking's own HTTP answer p50={pct(answered, 50):.1f}ms p99={pct(answered, 99):.1f}ms; "
           f"{used.shares()}; full GC collections during the round: {full_gcs}", flush=True)
+    print("  " + tail(per_booking, pct(lat, 99)), flush=True)
     return pct(lat, 99)
+
+
+def tail(per_booking: dict[str, list[float]], cut: float) -> str:
+    """Whose deliveries make the top 1%, and whether they were late before
+    their fan-out began (first frame late) or during it (first frame on time)."""
+    late = [times for times in per_booking.values() if max(times) >= cut]
+    if not late:
+        return "tail: none"
+    return (f"tail: the top 1% belongs to {len(late)} of {len(per_booking)} bookings; their first frame came after "
+            f"{statistics.median(min(t) for t in late):.1f} ms (median), their last after "
+            f"{statistics.median(max(t) for t in late):.1f} ms (every booking: "
+            f"{statistics.median(min(t) for t in per_booking.values()):.1f} and "
+            f"{statistics.median(max(t) for t in per_booking.values()):.1f} ms)")
 
 
 async def memory(pid: int, ws_url: str, token: str, dentist: uuid.UUID, n: int) -> None:
