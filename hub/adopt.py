@@ -416,9 +416,9 @@ class Adoption:
             lines.append(f"{action.table}: more rows like these")
         return lines
 
-    async def rehearse(self, later: list[Migration]) -> list[str]:
-        """Every problem, found by running the plan (and the later migrations) in a
-        transaction that is always rolled back."""
+    async def rehearse(self, later: list[Migration], setup: str) -> list[str]:
+        """Every problem, found by running the plan, `setup` and the later migrations
+        in a transaction that is always rolled back."""
         problems = list(self.problems)
         if problems:
             return problems
@@ -439,6 +439,8 @@ class Adoption:
                 except asyncpg.PostgresError as exc:
                     if exc.sqlstate != _UNSAFE_ENUM:
                         problems.append(f"{action.line}: {exc}")
+            if not problems:
+                await con.execute(setup)
             for migration in [] if problems else later:
                 try:
                     async with con.transaction():

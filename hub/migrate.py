@@ -123,7 +123,7 @@ async def migrate(con: asyncpg.Connection, files: list[Migration]) -> list[Migra
         adoption = await _adoption(con, files, applied)
         if adoption is not None:
             pending = [m for m in files[1:] if m.version not in applied]
-            problems = await adoption.rehearse(pending)
+            problems = await adoption.rehearse(pending, _TABLE)
             if problems:
                 raise _refusal(problems)
             log.info("adopting the existing schema as %04d_%s", files[0].version, files[0].name)
@@ -172,7 +172,7 @@ async def dry_run(con: asyncpg.Connection, files: list[Migration]) -> tuple[list
         if adoption is not None:
             lines.append(f"adopt the existing schema as {files[0].version:04d}_{files[0].name}:")
             lines += ["  " + a.line for a in adoption.actions]
-            problems = await adoption.rehearse(pending[1:])
+            problems = await adoption.rehearse(pending[1:], _TABLE)
             pending = pending[1:]
         else:
             problems = await _rehearse(con, pending)
@@ -186,6 +186,7 @@ async def _rehearse(con: asyncpg.Connection, pending: list[Migration]) -> list[s
     tx = con.transaction()
     await tx.start()
     try:
+        await con.execute(_TABLE)
         for migration in pending:
             try:
                 await con.execute(migration.sql)

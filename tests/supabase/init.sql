@@ -180,9 +180,12 @@ CREATE POLICY "Patients create their own appointments" ON public.appointments FO
 CREATE POLICY "Documents of visible appointments" ON public.appointment_documents FOR SELECT
   USING (EXISTS (SELECT 1 FROM public.appointments a WHERE a.id = appointment_id));
 
--- Supabase's default grants on the public schema.
+-- Supabase's default grants on the public schema, for what exists and what is made later.
 GRANT USAGE ON SCHEMA public TO anon, authenticated, service_role;
 GRANT ALL ON ALL TABLES IN SCHEMA public TO anon, authenticated, service_role;
+ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT ALL ON TABLES TO anon, authenticated, service_role;
+ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT ALL ON FUNCTIONS TO anon, authenticated, service_role;
+ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT ALL ON SEQUENCES TO anon, authenticated, service_role;
 
 -- Data: users signed up through Supabase Auth (so through the trigger).
 INSERT INTO auth.users (id, aud, role, email, raw_user_meta_data, created_at, updated_at) VALUES
