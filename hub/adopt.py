@@ -335,7 +335,9 @@ class Adoption:
             steps.append(f"ALTER TABLE {t.name} ALTER COLUMN {name} SET DEFAULT {default}")
         self._do(f"convert {short}.{name} from {live['type']} to {kind}" + (f" (default {default})" if default else ""),
                  ";\n".join(steps), check=check, table=short,
-                 undo=f"ALTER TABLE {t.name} ALTER COLUMN {name} TYPE {live['type']} USING {name}::text")
+                 undo=f"ALTER TABLE {t.name} ALTER COLUMN {name} DROP DEFAULT;\n"
+                      f"ALTER TABLE {t.name} ALTER COLUMN {name} TYPE {live['type']} USING {name}::text"
+                      + (f";\nALTER TABLE {t.name} ALTER COLUMN {name} SET DEFAULT {live['default']}" if live["default"] else ""))
         return dict(live, default=default)
 
     async def _constraint_exists(self, table: str, name: str) -> bool:

@@ -4,6 +4,7 @@ everything it had survives and is served; what cannot be adopted is reported and
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import subprocess
 import sys
@@ -29,32 +30,32 @@ A1, A2, A3, A4 = (f"a0000000-0000-4000-8000-00000000000{i}" for i in range(1, 5)
 TABLES = ("profiles", "user_roles", "dentists", "appointments", "appointment_documents")
 
 SNAPSHOT = """
-SELECT 'rel', jsonb_agg(jsonb_build_array(c.oid::regclass::text, c.relkind, c.relrowsecurity) ORDER BY 1)
+SELECT 'rel', jsonb_agg(jsonb_build_array(c.oid::regclass::text, c.relkind, c.relrowsecurity))
   FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname IN ('public', 'auth')
 UNION ALL
 SELECT 'col', jsonb_agg(jsonb_build_array(a.attrelid::regclass::text, a.attname, format_type(a.atttypid, a.atttypmod),
-                         a.attnotnull, pg_get_expr(d.adbin, d.adrelid)) ORDER BY 1)
+                         a.attnotnull, pg_get_expr(d.adbin, d.adrelid)))
   FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace
   LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
   WHERE n.nspname IN ('public', 'auth') AND a.attnum > 0 AND NOT a.attisdropped
 UNION ALL
-SELECT 'con', jsonb_agg(jsonb_build_array(conrelid::regclass::text, conname, pg_get_constraintdef(oid)) ORDER BY 1)
+SELECT 'con', jsonb_agg(jsonb_build_array(conrelid::regclass::text, conname, pg_get_constraintdef(oid)))
   FROM pg_constraint WHERE connamespace IN ('public'::regnamespace, 'auth'::regnamespace)
 UNION ALL
-SELECT 'pol', jsonb_agg(jsonb_build_array(polrelid::regclass::text, polname, pg_get_expr(polqual, polrelid)) ORDER BY 1)
+SELECT 'pol', jsonb_agg(jsonb_build_array(polrelid::regclass::text, polname, pg_get_expr(polqual, polrelid)))
   FROM pg_policy
 UNION ALL
-SELECT 'trg', jsonb_agg(jsonb_build_array(tgrelid::regclass::text, tgname, tgfoid::regproc::text) ORDER BY 1)
+SELECT 'trg', jsonb_agg(jsonb_build_array(tgrelid::regclass::text, tgname, tgfoid::regproc::text))
   FROM pg_trigger WHERE NOT tgisinternal
 UNION ALL
-SELECT 'fn', jsonb_agg(jsonb_build_array(oid::regprocedure::text, prosrc) ORDER BY 1)
+SELECT 'fn', jsonb_agg(jsonb_build_array(oid::regprocedure::text, prosrc))
   FROM pg_proc WHERE pronamespace IN ('public'::regnamespace, 'auth'::regnamespace)
 UNION ALL
-SELECT 'enum', jsonb_agg(jsonb_build_array(enumtypid::regtype::text, enumlabel) ORDER BY 1) FROM pg_enum
+SELECT 'enum', jsonb_agg(jsonb_build_array(enumtypid::regtype::text, enumlabel)) FROM pg_enum
 UNION ALL
-SELECT 'ext', jsonb_agg(extname ORDER BY 1) FROM pg_extension
+SELECT 'ext', jsonb_agg(extname) FROM pg_extension
 UNION ALL
-SELECT 'acl', jsonb_agg(jsonb_build_array(oid::regclass::text, relacl::text) ORDER BY 1)
+SELECT 'acl', jsonb_agg(jsonb_build_array(oid::regclass::text, relacl::text))
   FROM pg_class WHERE relnamespace = 'public'::regnamespace
 """
 
@@ -62,7 +63,7 @@ SELECT 'acl', jsonb_agg(jsonb_build_array(oid::regclass::text, relacl::text) ORD
 async def snapshot(dsn: str) -> dict[str, Any]:
     con = await db.connect(dsn)
     try:
-        shot = {r[0]: r[1] for r in await con.fetch(SNAPSHOT)}
+        shot = {r[0]: sorted(r[1], key=json.dumps) for r in await con.fetch(SNAPSHOT)}
         for table in TABLES:
             shot[table] = await con.fetchval(f"SELECT jsonb_agg(to_jsonb(t) ORDER BY to_jsonb(t)::text) FROM {table} t")
         return shot
@@ -265,3 +266,24 @@ async def test_enums_lacking_values_are_extended(clinic_db) -> None:
         await con.execute("INSERT INTO user_roles (user_id, role) VALUES ($1, 'dentist')", BOB)
     finally:
         await con.close()
+
+
+async def test_rolling_back_as_docs_say_restores_the_schema(clinic_db) -> None:
+    """docs/SUPABASE.md: the later migrations' down files, then schema_adoption's undo, newest first."""
+    dsn = await clinic_db()
+    before = await snapshot(dsn)
+    files = migrate.load(ROOT / "sql")
+    await run_migrate(dsn)
+    con = await db.connect(dsn)
+    try:
+        for m in reversed(files[1:]):
+            await con.execute((ROOT / "sql" / f"{m.version:04d}_{m.name}.down.sql").read_text())
+        undo = await con.fetchval("SELECT string_agg(undo, E';\\n' ORDER BY step DESC) FROM schema_adoption")
+        async with con.transaction():
+            await con.execute(undo)
+        await con.execute("DROP TABLE schema_adoption, schema_migrations")
+    finally:
+        await con.close()
+    after = await snapshot(dsn)
+    for kind in ("rel", "col", "con", "pol", "trg", "fn", "enum", "acl"):
+        assert after[kind] == before[kind], kind
