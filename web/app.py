@@ -52,10 +52,7 @@ async def errors_and_access_log(request: web.Request, handler: Handler) -> web.S
     try:
         response = await handler(request)
     except HubError as exc:
-        response = json(exc.body(), exc.status)
-    except db.DATA_ERRORS as exc:
-        error = db.data_error(exc)
-        response = json(error.body(), error.status)
+        response = json(exc.body(), exc.status, exc.headers())
     except web.HTTPException as exc:
         if exc.status < 400:
             raise  # redirects are answers, not errors
@@ -65,10 +62,12 @@ async def errors_and_access_log(request: web.Request, handler: Handler) -> web.S
         response = json(HubError(code, message).body(), exc.status)
     except (asyncio.CancelledError, KeyboardInterrupt):
         raise
-    except Exception:
-        log.exception("unhandled error", extra={"request_id": request_id, "path": request.path})
-        response = json(HubError(ErrorCode.INTERNAL_ERROR, "An unexpected error occurred",
-                                 {"request_id": request_id}).body(), 500)
+    except Exception as exc:
+        error = db.as_hub_error(exc)  # the database away (503) or refusing a value (400): not a bug
+        if error is None:
+            log.exception("unhandled error", extra={"request_id": request_id, "path": request.path})
+            error = HubError(ErrorCode.INTERNAL_ERROR, "An unexpected error occurred", {"request_id": request_id})
+        response = json(error.body(), error.status, error.headers())
     if not response.prepared:
         response.headers["X-Request-Id"] = request_id
     resource = request.match_info.route.resource
@@ -206,7 +205,10 @@ async def _realtime_health(app: web.Application) -> dict[str, int]:
 
 async def _actors_health(app: web.Application) -> dict[str, Any]:
     directory = app[DIRECTORY]
-    return {"active": len(directory), "crashes": directory.crash_count, "paused": directory.crash_looping()}
+    paused = directory.crash_looping()
+    if paused:  # those dentists cannot be booked here: not healthy, whatever else is
+        raise RuntimeError(f"{len(paused)} dentist(s) paused after failing to load: {', '.join(paused)}")
+    return {"active": len(directory), "crashes": directory.crash_count, "paused": paused}
 
 
 async def _database_health(app: web.Application) -> dict[str, int]:
