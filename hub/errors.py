@@ -111,6 +111,12 @@ def conflict(message: str, **details: Any) -> HubError:
     return HubError(ErrorCode.CONFLICT, message, details or None)
 
 
+def storage_error(exc: OSError) -> HubError:
+    """The upload directory cannot take the file (full, read-only, gone): 507, nothing kept."""
+    return HubError(ErrorCode.INSUFFICIENT_STORAGE, "The document store cannot take this file now; nothing was saved",
+                    {"reason": exc.strerror or type(exc).__name__, "errno": exc.errno}, temporary=True)
+
+
 def database_unavailable() -> HubError:
     """The database is away (restarting, unreachable): nothing was decided; retry shortly."""
     return HubError(ErrorCode.SERVICE_UNAVAILABLE, "The database is unavailable, retry shortly",
