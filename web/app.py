@@ -157,7 +157,8 @@ async def _actors(app: web.Application) -> AsyncIterator[None]:
                   lambda: len(realtime.sessions))
     tasks = [_supervised(listener.run(), "listener"), _supervised(directory.reap_forever(), "reaper"),
              _supervised(sweep_forever(pool, retention_hours=settings.event_retention_hours), "sweeper"), _supervised(_expire_tokens(realtime), "tokens"),
-             _supervised(realtime.record_latencies(), "latencies"), _supervised(realtime.relay_presence(), "presence")]
+             _supervised(realtime.record_latencies(), "latencies"), _supervised(realtime.relay_presence(), "presence"),
+             _supervised(_shed_when_cut_off(listener, realtime), "cut-off")]
     try:  # serve only once events from other processes can reach us
         await asyncio.wait_for(listener.ready.wait(), 10)
     except TimeoutError:
@@ -167,6 +168,29 @@ async def _actors(app: web.Application) -> AsyncIterator[None]:
     for task in tasks:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
+
+
+CUT_OFF_AFTER = 3.0  # seconds without the event listener before sockets are sent elsewhere
+
+
+async def _shed_when_cut_off(listener: Listener, realtime: Realtime, every: float = 0.5) -> None:
+    """A process that cannot hear the database cannot tell its sockets what
+    others commit: after CUT_OFF_AFTER it closes them with 1012 (reconnect
+    elsewhere and resume by version), and refuses new ones until it hears
+    again (`_websocket`)."""
+    lost_at: float | None = None
+    shed = False
+    while True:
+        await asyncio.sleep(every)
+        if listener.connected:
+            lost_at, shed = None, False
+            continue
+        lost_at = lost_at or time.monotonic()
+        if not shed and listener.ready.is_set() and time.monotonic() - lost_at >= CUT_OFF_AFTER:
+            log.warning("cut off from the database for %.0fs: sending %d sockets elsewhere",
+                        time.monotonic() - lost_at, len(realtime.sessions))
+            shed = True
+            await realtime.close_all()
 
 
 async def _expire_tokens(realtime: Realtime, every: float = 5.0) -> None:
@@ -191,6 +215,10 @@ async def _metrics(request: web.Request) -> web.Response:
 
 
 async def _websocket(request: web.Request) -> web.StreamResponse:
+    listener = request.app[LISTENER]
+    if not listener.connected and listener.ready.is_set():
+        raise HubError(ErrorCode.SERVICE_UNAVAILABLE, "This process cannot hear the database; connect to another",
+                       {"reason": "database_unavailable"}, retry_after=1)
     return await request.app[REALTIME].websocket(request)
 
 

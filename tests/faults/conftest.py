@@ -199,7 +199,8 @@ class Load:
                     if resp.status == 201:
                         self.acked[key] = (answer["id"], time.monotonic())
                         return
-                    if resp.status in (503, 429):
+                    if resp.status in (503, 429):  # that process cannot now: another one, soon
+                        target += 1
                         await asyncio.sleep(pause)  # a measuring client: sooner than Retry-After says
                         continue
                     self.refused[key] = answer
@@ -242,3 +243,50 @@ async def health_of(session: aiohttp.ClientSession, url: str) -> tuple[int, dict
             return resp.status, await resp.json(content_type=None)
     except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as exc:
         return 0, {"error": type(exc).__name__}
+
+
+class Proxy:
+    """A TCP proxy between one hub process and PostgreSQL: `cut()` closes it
+    and every connection through it, `mend()` listens again on the same port."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.port = free_port()
+        self._server: asyncio.base_events.Server | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
+
+    def dsn(self, database: str = "postgres") -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
+
+    async def mend(self) -> None:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", self.port, reuse_address=True)
+
+    async def cut(self) -> None:
+        assert self._server is not None
+        self._server.close()
+        for writer in list(self._writers):
+            writer.transport.abort()
+        self._writers.clear()
+        await self._server.wait_closed()
+        self._server = None
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
+        except OSError:
+            writer.transport.abort()
+            return
+        self._writers |= {writer, up_writer}
+
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            try:
+                while data := await src.read(65536):
+                    dst.write(data)
+                    await dst.drain()
+            except (OSError, asyncio.CancelledError):
+                pass
+            finally:
+                dst.transport.abort()
+
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+        self._writers -= {writer, up_writer}
