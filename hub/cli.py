@@ -118,9 +118,12 @@ def _supervise(settings: Settings, workers: int) -> int:
     import signal
     import subprocess
 
+    # Children are workers, never supervisors: `--workers 1` wins over a WORKERS
+    # they would otherwise inherit (and each fork N more, without bound).
     env = {**os.environ, "DATABASE_URL": settings.database_url or "", "JWT_SECRET": settings.jwt_secret}
+    env.pop("WORKERS", None)
     command = [sys.executable, "-m", "hub", "serve", "--host", settings.host, "--port", str(settings.port),
-               "--reuse-port"]
+               "--reuse-port", "--workers", "1"]
     children = [subprocess.Popen(command, env=env) for _ in range(workers)]
     log.info("started %d workers on %s:%d", workers, settings.host, settings.port)
 
