@@ -83,14 +83,19 @@ async def connect(dsn: str, **kwargs: Any) -> asyncpg.Connection:
 
 async def _keep_session(con: asyncpg.Connection) -> None:
     """Pool connections carry no session state (no SET, LISTEN or session
-    advisory locks; the listener has its own connection), so the default
-    reset query, a round trip on every release, buys nothing. asyncpg still
-    rolls back a transaction left open."""
+    advisory locks; the listener, migrations and the CLI use their own
+    connection to DATABASE_DIRECT_URL), so the default reset query, a round
+    trip on every release, buys nothing, and the pool works behind a
+    transaction pooler (pgBouncer, Supavisor). asyncpg still rolls back a
+    transaction left open."""
 
 
 async def create_pool(dsn: str, *, min_size: int = 2, max_size: int = 10,
-                      command_timeout: float = 5.0) -> asyncpg.Pool:
+                      command_timeout: float = 5.0, statement_cache_size: int = 100) -> asyncpg.Pool:
+    """`statement_cache_size=0` behind a transaction pooler: asyncpg then uses
+    only unnamed prepared statements, which live within one round trip, so a
+    query never meets a server connection that lacks its statement."""
     return await asyncpg.create_pool(
         dsn, min_size=min_size, max_size=max_size, command_timeout=command_timeout,
         init=init_connection, reset=_keep_session, connection_class=TimedConnection,
-        server_settings={"application_name": "dental-hub"})
+        statement_cache_size=statement_cache_size, server_settings={"application_name": "dental-hub"})
