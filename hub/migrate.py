@@ -1,8 +1,8 @@
 """Numbered SQL migrations in `sql/`, applied once each and recorded with a checksum.
 
-`sql/0001_init.up.sql` is version 1. Each file runs in its own transaction;
-an advisory lock keeps several processes (a `release:` step racing a worker)
-from applying the same file twice. An applied file must never change: the
+`sql/0001_init.up.sql` is version 1. Each file runs in its own transaction,
+under a transaction-scoped advisory lock that keeps several processes (a
+`release:` step racing a worker) from applying the same file twice. An applied file must never change: the
 hub refuses to serve a database whose record differs from the files.
 """
 
@@ -83,29 +83,34 @@ def _differences(applied: dict[int, tuple[str, str]], files: list[Migration]) ->
 async def migrate(con: asyncpg.Connection, files: list[Migration]) -> list[Migration]:
     """Apply the pending migrations; returns those applied.
 
-    Raises MigrationError if an applied migration differs from its file.
+    Raises MigrationError if an applied migration differs from its file. The
+    lock is taken inside each transaction (never a session lock), so this is
+    also safe through a transaction pooler, where a session lock could be
+    left held on a server connection someone else gets next.
     """
-    await con.execute("SELECT pg_advisory_lock($1)", _LOCK)
-    try:
+    async with con.transaction():
+        await con.execute("SELECT pg_advisory_xact_lock($1)", _LOCK)
         await con.execute(_TABLE)
-        applied = await _applied(con)
-        problems = _differences(applied, files)
-        if problems:
-            raise MigrationError("; ".join(problems))
-        done = []
-        for migration in files:
-            if migration.version in applied:
-                continue
+    applied = await _applied(con)
+    problems = _differences(applied, files)
+    if problems:
+        raise MigrationError("; ".join(problems))
+    done = []
+    for migration in files:
+        if migration.version in applied:
+            continue
+        async with con.transaction():
+            await con.execute("SELECT pg_advisory_xact_lock($1)", _LOCK)
+            if await con.fetchval("SELECT EXISTS (SELECT 1 FROM public.schema_migrations WHERE version = $1)",
+                                  migration.version):
+                continue  # another process applied it while we waited
             log.info("applying migration %04d_%s", migration.version, migration.name)
-            async with con.transaction():
-                await con.execute(migration.sql)
-                await con.execute(
-                    "INSERT INTO public.schema_migrations (version, name, checksum) VALUES ($1, $2, $3)",
-                    migration.version, migration.name, migration.checksum)
-            done.append(migration)
-        return done
-    finally:
-        await con.execute("SELECT pg_advisory_unlock($1)", _LOCK)
+            await con.execute(migration.sql)
+            await con.execute(
+                "INSERT INTO public.schema_migrations (version, name, checksum) VALUES ($1, $2, $3)",
+                migration.version, migration.name, migration.checksum)
+        done.append(migration)
+    return done
 
 
 async def check(con: asyncpg.Connection, files: list[Migration]) -> None:
