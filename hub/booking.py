@@ -250,7 +250,8 @@ class Booking:
         return await self.directory.ask(str(body.dentist_id), m.Book(
             patient_id=patient, start=body.appointment_date, appointment_type=body.appointment_type,
             notes=body.notes, patient_notes=body.patient_notes, medical_history=body.medical_history,
-            reservation_id=body.reservation_id, created_by=who.user_id, idempotency=idem))
+            reservation_id=body.reservation_id, created_by=who.user_id, idempotency=idem,
+            claims=None if who.is_service else db.claims_json(who)))
 
     async def update(self, who: Principal, appointment_id: uuid.UUID, body: UpdateAppointmentDTO) -> dict[str, Any]:
         appt, staff = await self.appointment(who, appointment_id)

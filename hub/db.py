@@ -77,6 +77,13 @@ def data_error(exc: Exception) -> errors.HubError:
     return errors.invalid(f"The database cannot store this value: {reason}", field=None)
 
 
+def policy_refusal(exc: asyncpg.InsufficientPrivilegeError) -> errors.HubError:
+    """A write the database's policies refused under the caller's claims: the
+    application let through what it should not have, so say so in the log."""
+    log.warning("row-level security refused a write the application allowed: %s", exc)
+    return errors.forbidden("The database's access policies do not allow this change")
+
+
 async def connect(dsn: str, **kwargs: Any) -> asyncpg.Connection:
     con = await asyncpg.connect(dsn, connection_class=TimedConnection, **kwargs)
     await init_connection(con)

@@ -26,6 +26,7 @@ class World:
     alice: uuid.UUID
     bob: uuid.UUID
     admin: uuid.UUID
+    dentist: uuid.UUID
     alice_appt: uuid.UUID
     bob_appt: uuid.UUID
 
@@ -38,7 +39,7 @@ class World:
 
 
 @pytest.fixture
-async def world(aiohttp_client: Any, scratch_dsn: str, settings) -> World:
+async def world(scratch_dsn: str, aiohttp_client: Any, settings) -> World:
     """A database of the test's own (tests here add policies to it)."""
     from web import create_app
 
@@ -57,7 +58,7 @@ async def world(aiohttp_client: Any, scratch_dsn: str, settings) -> World:
     finally:
         await con.close()
     api = Api(await aiohttp_client(create_app(dataclasses.replace(settings, database_url=dsn))))
-    return World(api, dsn, alice, bob, admin, *appts)
+    return World(api, dsn, alice, bob, admin, dentist, *appts)
 
 
 async def test_an_authorization_bug_in_the_app_leaks_nothing(world: World, monkeypatch) -> None:
@@ -124,3 +125,26 @@ async def test_profile_and_notifications_read_under_claims(world: World) -> None
     assert status == 200 and body["id"] == str(w.alice) and body["roles"] == ["patient"], body
     status, body = await w.api.get("/api/notifications", headers=w.headers(w.alice))
     assert status == 200 and body["data"] == [], body
+
+
+async def test_a_booking_bug_cannot_book_for_another_patient(world: World, monkeypatch) -> None:
+    """Let the application accept a patient naming someone else as the patient:
+    the insert runs under the caller's claims, and the policy refuses it."""
+    from hub import booking
+
+    w = world
+    monkeypatch.setattr(booking, "acting_patient", lambda who, patient_id: patient_id or who.user_id)
+    when = datetime.now(timezone.utc).replace(minute=0, second=0, microsecond=0) + timedelta(days=5)
+    body = {"dentist_id": str(w.dentist), "appointment_date": when.isoformat(), "appointment_type": "checkup",
+            "patient_id": str(w.bob)}
+    status, refused = await w.api.post("/api/appointments", headers=w.headers(w.alice), json=body)
+    assert status == 403 and refused["error"]["code"] == "FORBIDDEN", refused
+    async with w.api.pool.acquire() as con:
+        assert await con.fetchval("SELECT count(*) FROM appointments WHERE patient_id = $1", w.bob) == 1
+    # Booking for oneself, an admin and the service role booking for a patient still work.
+    for who, patient, hour in ((w.headers(w.alice), w.alice, 1), (w.headers(w.admin), w.bob, 2),
+                               ({"Authorization": f"Bearer {issue_token(SECRET, None, role='service_role')}"},
+                                w.bob, 3)):
+        slot = {**body, "patient_id": str(patient), "appointment_date": (when + timedelta(hours=hour)).isoformat()}
+        status, made = await w.api.post("/api/appointments", headers=who, json=slot)
+        assert status == 201 and made["patient_id"] == str(patient), made
