@@ -251,6 +251,22 @@ def test_settings_validate_jwks_url_issuer_and_pooler() -> None:
                               "DB_STATEMENT_CACHE": "50"}).db_statement_cache == 50
 
 
+def test_hub_token_signs_hs256_with_the_first_issuer() -> None:
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "JWT_SECRET": SECRET, "HUB_ENV": "test", "JWT_ISSUER": f"{ISSUER},supabase"}
+    sub = uuid.uuid4()
+    out = subprocess.run([sys.executable, "-m", "hub", "token", "--sub", str(sub)], env=env, capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    token = out.stdout.strip()
+    assert jwt.get_unverified_header(token)["alg"] == "HS256"
+    claims = verify_token(Keys(SECRET, issuers=(ISSUER, "supabase")), token)
+    assert claims.sub == sub and claims.raw["iss"] == ISSUER
+
+
 # ---- over HTTP -------------------------------------------------------------
 
 
