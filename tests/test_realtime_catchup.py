@@ -14,6 +14,7 @@ from hub.auth import issue_token
 from hub.client import RealtimeClient, ReplyError
 from tests.conftest import SECRET, slot_at
 from tests.test_realtime import base, book, connect, drain_until
+from web.app import REALTIME
 
 
 class SupabaseLike:
@@ -118,6 +119,7 @@ async def _later(api, query: str, user, topic: str, since):
 async def test_two_tabs_share_a_cursor_without_losing_the_absent_ones_events(api, clinic) -> None:
     """One tab stays connected while the other is away: the absent tab still
     gets everything it missed when it rejoins (the earliest position wins)."""
+    api.client.app[REALTIME].cursors.every = 0.2  # the open tab's periodic saves, often
     topic = f"realtime:availability:dentist_id={clinic.dentist_id}"
     stay, away = SupabaseLike(base(api), clinic.patient.token), SupabaseLike(base(api), clinic.patient.token)
     try:

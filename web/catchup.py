@@ -7,8 +7,9 @@ that reconnects to it, also after a restart): per (user, topic, dentist) the
 last version it sent. A join without versions replays from there.
 
 - Open channels are saved every SAVE_EVERY seconds (off the delivery path: one
-  batched statement), and each channel once more when it ends. A process that
-  dies loses at most its last period, so a client gets some events twice:
+  batched statement, only channels with events since), and each channel at once
+  when it ends. A process that dies loses at most its last period, so a client
+  gets some events again:
   delivery is at-least-once, and every payload's `version` lets it drop them.
 - Two tabs of one user share a cursor. `away` counts that user's channels on
   the topic that ended and have not rejoined; while any is away the cursor
@@ -34,7 +35,7 @@ from web.session import Channel
 
 log = logging.getLogger("hub.realtime")
 
-SAVE_EVERY = 1.0  # seconds between saves of open channels' cursors
+SAVE_EVERY = 5.0  # seconds between saves of open channels' cursors (ended ones are saved at once)
 MAX_DENTISTS = 100  # cursors kept per channel (a plain topic's postgres_changes span dentists)
 
 _RESUME = """
@@ -77,6 +78,8 @@ class Cursors:
         self._db_errors = db_errors
         self._ended: dict[Key, tuple[int, int]] = {}  # channels that ended: (earliest version, how many)
         self._saved: dict[Channel, dict[int, int]] = {}  # open channels: last_version when saved
+        self.every = SAVE_EVERY
+        self._wake = asyncio.Event()  # a channel ended: save it now, so a quick rejoin finds it
 
     async def resume(self, channel: Channel) -> dict[uuid.UUID, int]:
         """The versions to replay from for a join without them, and the channel's
@@ -101,6 +104,7 @@ class Cursors:
             key = (user, channel.topic.canonical, dentist)
             earliest, count = self._ended.get(key, (version, 0))
             self._ended[key] = (min(earliest, version), count + 1)
+        self._wake.set()
 
     def drop(self, channel: Channel) -> None:
         self._saved.pop(channel, None)
@@ -136,12 +140,21 @@ class Cursors:
                     self._ended[key] = (min(earliest, batch[key][0]), max(count, batch[key][1]))
             self._saved.clear()
 
-    async def run(self, open_channels: Callable[[], Iterable[Channel]], every: float = SAVE_EVERY) -> None:
-        """Save every period; once more when stopped (what channels ended on shutdown)."""
+    async def run(self, open_channels: Callable[[], Iterable[Channel]]) -> None:
+        """Save ended channels as they end, open ones every period, and once
+        more when stopped (what channels ended on shutdown)."""
+        loop = asyncio.get_running_loop()
+        last = loop.time()
         try:
             while True:
-                await asyncio.sleep(every)
-                await self.save(open_channels())
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), max(last + self.every - loop.time(), 0))
+                self._wake.clear()
+                if loop.time() >= last + self.every:
+                    last = loop.time()
+                    await self.save(open_channels())
+                else:
+                    await self.save(())
         finally:
             with contextlib.suppress(*self._db_errors):
                 await asyncio.wait_for(self.save(open_channels()), 2.0)
