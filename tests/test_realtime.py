@@ -253,6 +253,7 @@ async def test_notifications_channel(api, clinic) -> None:
         await book(api, api.service(), clinic, slot_at(days=10), patient_id=str(clinic.patient.id))
         got = await drain_until(ch, "INSERT")
         assert got.payload["payload"]["new"]["kind"] == "appointment_booked"
+        assert (got.payload["payload"]["schema"], got.payload["payload"]["table"]) == ("public", "notifications")
     finally:
         await client.close()
 

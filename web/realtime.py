@@ -123,9 +123,10 @@ class Realtime:
                                         "FROM public.notifications WHERE id = $1", notification_id)
         if row is None:
             return
-        self.fan_out(f"notifications:user_id={user_id}", "broadcast", {
-            "type": "broadcast", "event": "INSERT", "payload": {"event": "INSERT", "new": dict(row), "old": None}},
-            only=lambda channel: channel.viewer.principal.user_id == user_id)  # not an anon join's
+        payload = {"event": "INSERT", "schema": "public", "table": "notifications", "new": dict(row), "old": None}
+        self.fan_out(f"notifications:user_id={user_id}", "broadcast",
+                     {"type": "broadcast", "event": "INSERT", "payload": payload},
+                     only=lambda channel: channel.viewer.principal.user_id == user_id)  # not an anon join's
 
     # ---- wiring ----------------------------------------------------------------
 
