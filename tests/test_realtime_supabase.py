@@ -30,10 +30,13 @@ async def test_anon_join_is_upgraded_by_a_token_and_downgraded_without_closing(a
     client = await anon_client(api)
     try:
         mine = client.channel(f"appointments:patient_id={clinic.patient.id}")
-        await mine.join()  # anon on a patient's topic: accepted, sees nothing yet
-        await book(api, clinic.patient, clinic, slot_at(days=20, hour=9))
-        with pytest.raises(asyncio.TimeoutError):
-            await drain_until(mine, "INSERT", 0.5)
+        inbox = client.channel(f"notifications:user_id={clinic.patient.id}")
+        await mine.join()  # anon on a patient's topics: accepted, sees nothing yet
+        await inbox.join()
+        await book(api, api.service(), clinic, slot_at(days=20, hour=9), patient_id=str(clinic.patient.id))
+        for channel in (mine, inbox):
+            with pytest.raises(asyncio.TimeoutError):
+                await drain_until(channel, "INSERT", 0.5)
 
         await mine.push("access_token", {"access_token": clinic.patient.token})  # upgraded
         appt = await book(api, clinic.patient, clinic, slot_at(days=20, hour=10))
