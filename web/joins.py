@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import asyncpg
 import msgspec
 
-from hub import errors, events, metrics, protocol
+from hub import db, errors, events, metrics, protocol
 from hub.auth import Principal, verify_token
 from hub.booking import Booking
 from hub.errors import HubError
@@ -74,8 +74,11 @@ class Joins:
     async def join(self, session: Session, msg: Message) -> None:
         try:
             channel, versions = await self._admit(session, msg)
-        except HubError as exc:
-            session.push(protocol.reply(session.vsn, msg, "error", {"reason": exc.message}))
+        except Exception as exc:
+            error = exc if isinstance(exc, HubError) else db.as_hub_error(exc)  # e.g. the database away
+            if error is None:
+                raise
+            session.push(protocol.reply(session.vsn, msg, "error", {"reason": error.message}))
             return
         topic = channel.topic
         session.channels[msg.topic] = channel
