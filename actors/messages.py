@@ -59,6 +59,7 @@ class Book:
     reservation_id: uuid.UUID | None = None
     created_by: uuid.UUID | None = None
     idempotency: Idempotency | None = None
+    capped: bool = True  # the patient's own booking: the appointment caps apply (staff bookings are exempt)
 
 
 @_frozen

@@ -13,6 +13,7 @@ from hub import errors, users
 from hub.auth import Principal, bearer, verify_token
 from hub.booking import Booking
 from hub.config import Settings
+from web.limits import LIMITS as RATE_LIMITS
 
 SETTINGS = web.AppKey("settings", Settings)
 POOL = web.AppKey("pool", asyncpg.Pool)
@@ -53,6 +54,8 @@ async def principal(request: web.Request) -> Principal:
     who = await request.app[PRINCIPALS].get(claims)
     request[PRINCIPAL] = who
     request[USER_ID] = str(who.user_id) if who.user_id else claims.role
+    if RATE_LIMITS in request.app:
+        request.app[RATE_LIMITS].check_user(request, who)
     return who
 
 

@@ -105,6 +105,7 @@ class Realtime:
         self._wake = asyncio.Event()
         self._next_round = 0.0  # loop time of this process's next announcement
         self.slow_disconnects = 0
+        self.heartbeat_timeout = 60.0  # seconds of client silence before a socket is closed (web/session.py)
         self.delivered = 0
         self._latencies: dict[int, int] = {}  # event id -> ms from commit to the last local hand-off
         self._unflushed: list[Session] = []  # sessions with frames for the next flush (flush_soon)
