@@ -37,6 +37,7 @@ from hub.protocol import Message
 from hub.users import Principals
 from web import channels
 from web.channels import Viewer
+from web.bindings import BindingIndex, check_cap as check_bindings_cap
 from web.commands import COMMANDS
 from web.session import MAX_CHANNELS, RESTART, Channel, Session
 
@@ -89,9 +90,9 @@ class Realtime:
         self._booking = booking
         self._secret = secret
         self.sessions: set[Session] = set()
-        # channel indexes: by canonical topic, and by table for postgres_changes
+        # channel indexes: by canonical topic, and postgres_changes bindings (web/bindings.py)
         self._by_topic: dict[str, set[Channel]] = collections.defaultdict(set)
-        self._by_table: dict[str, set[Channel]] = collections.defaultdict(set)
+        self._bindings = BindingIndex()
         # Dentists a join found: the hub never deletes one, so the next join to
         # their channels needs no round trip (a reconnect storm is thousands).
         self._dentists: set[uuid.UUID] = set()
@@ -121,7 +122,7 @@ class Realtime:
             for row in (event.new, event.old):
                 if row is not None:
                     targets |= self._by_topic.get(f"appointments:patient_id={row['patient_id']}", set())
-        targets |= self._by_table.get(event.table_name, set())
+        targets |= self._bindings.candidates(event)
         cache: dict[Any, Any] = {}
         sent = 0
         for channel in targets:
@@ -202,8 +203,7 @@ class Realtime:
     def leave(self, channel: Channel) -> None:
         canonical = channel.topic.canonical
         self._by_topic.get(canonical, set()).discard(channel)
-        for binding in channel.bindings:
-            self._by_table.get(binding.table, set()).discard(channel)
+        self._bindings.remove(channel)
         self._untrack(channel)
 
     # ---- messages ------------------------------------------------------------
@@ -276,6 +276,7 @@ class Realtime:
         if not isinstance(raw_bindings, list) or len(raw_bindings) > 20:
             raise errors.invalid("postgres_changes must be a list of at most 20 bindings", field="postgres_changes")
         bindings = [channels.parse_binding(spec) for spec in raw_bindings]
+        check_bindings_cap(session.channels.values(), len(bindings))
         versions = _versions(config.get("versions", payload.get("versions")))
         broadcast = config.get("broadcast") or {}
         presence = config.get("presence") or {}
@@ -286,8 +287,7 @@ class Realtime:
             channel.pending = []  # hold live events until the replay is out
         session.channels[msg.topic] = channel
         self._by_topic[topic.canonical].add(channel)
-        for binding in bindings:
-            self._by_table[binding.table].add(channel)
+        self._bindings.add(channel)
         session.push(protocol.reply(session.vsn, msg, "ok",
                                     {"postgres_changes": [b.reply() for b in bindings]}))
         if bindings:
