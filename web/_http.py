@@ -79,6 +79,8 @@ async def read(request: web.Request, type_: type[T]) -> T:
         return msgspec.json.decode(raw or b"null", type=type_)
     except msgspec.DecodeError as exc:
         raise errors.from_validation(exc) from None
+    except (UnicodeDecodeError, RecursionError) as exc:  # not UTF-8; nested past the decoder's depth
+        raise errors.invalid(f"Malformed JSON: {exc}", field=None, location="body") from None
 
 
 def query(request: web.Request, type_: type[T], lists: tuple[str, ...] = ()) -> T:

@@ -278,8 +278,9 @@ class Realtime:
         bindings = [channels.parse_binding(spec) for spec in raw_bindings]
         check_bindings_cap(session.channels.values(), len(bindings))
         versions = _versions(config.get("versions", payload.get("versions")))
-        broadcast = config.get("broadcast") or {}
-        presence = config.get("presence") or {}
+        broadcast, presence = config.get("broadcast") or {}, config.get("presence") or {}
+        if not isinstance(broadcast, dict) or not isinstance(presence, dict):
+            raise errors.invalid("config.broadcast and config.presence must be objects", field="config")
         channel = Channel(session, topic, msg.join_ref or msg.ref, viewer, principal.claims.exp, bindings,
                           broadcast_self=bool(broadcast.get("self")), broadcast_ack=bool(broadcast.get("ack")),
                           presence_key=str(presence.get("key") or "") or uuid.uuid4().hex)
