@@ -26,6 +26,25 @@ NO_ABUSE_LIMITS = {"max_future_appointments_per_dentist": 0, "max_appointments_p
                    "rate_limit_user_per_minute": 0, "rate_limit_ip_per_minute": 0, "max_connections_per_ip": 0}
 
 
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def needs(missing: bool, reason: str) -> pytest.MarkDecorator:
+    """Skip (loudly, `-rs` lists it) when an installable tool is missing; in CI
+    (CI=true) a missing tool fails every test that needs it instead."""
+    return pytest.mark.missing_in_ci(reason) if missing and IN_CI else pytest.mark.skipif(missing, reason=reason)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "missing_in_ci(reason): an installable tool is missing and CI=true")
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    marker = item.get_closest_marker("missing_in_ci")
+    if marker is not None:
+        pytest.fail(f"CI=true: {marker.args[0]}", pytrace=False)
+
+
 def with_database(dsn: str, name: str) -> str:
     parts = urlsplit(dsn)
     return urlunsplit(parts._replace(path="/" + name))
