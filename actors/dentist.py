@@ -425,7 +425,8 @@ class DentistActor(Actor):
                 raise errors.invalid("The reservation is for another time", field="reservation_id")
             caps = self._rules.caps() if msg.capped else None
             return "book", {
-                **({"caps": caps} if caps else {}), "id": appointment_id, "consume": own, "patient_id": msg.patient_id, "start": msg.start,
+                **({"caps": caps} if caps else {}), "id": appointment_id, "consume": own,
+                "patient_id": msg.patient_id, "start": msg.start,
                 "duration": kind.duration_minutes, "buffer": kind.buffer_minutes, "type": kind.name,
                 "notes": msg.notes, "patient_notes": msg.patient_notes, "medical_history": msg.medical_history,
                 "created_by": msg.created_by,

@@ -183,7 +183,8 @@ OPERATIONS: list[tuple[str, str, str, Any, Any, int, Any]] = [
 # OpenAPI links: where an answer's ids lead, so stateful tests (schemathesis)
 # chain create dentist -> slots -> hold -> book -> reschedule -> cancel.
 # (source method, path) -> link name -> (target method, path, parameters, request body)
-_RESERVE, _BOOK, _APPOINTMENT = "/api/availability/{dentist_id}/reservations", "/api/appointments", "/api/appointments/{id}"
+_RESERVE = "/api/availability/{dentist_id}/reservations"
+_BOOK, _APPOINTMENT = "/api/appointments", "/api/appointments/{id}"
 _NEW_ID, _SAME_ID = {"id": "$response.body#/id"}, {"id": "$request.path.id"}
 _DENTIST = {"dentist_id": "$response.body#/id"}
 LINKS: dict[tuple[str, str], dict[str, tuple[str, str, dict[str, str], dict[str, str] | None]]] = {

@@ -186,7 +186,7 @@ async def _serve(app: web.Application, settings: Settings, reuse_port: bool, shu
                                      connections=connections, header_timeout=settings.header_timeout_seconds)
 
         listening = await loop.create_server(handler, settings.host, settings.port, reuse_address=True,
-                                             reuse_port=reuse_port or None, backlog=1024)
+                                             reuse_port=reuse_port or None, backlog=128)
         while True:
             await asyncio.sleep(3600)
     finally:
