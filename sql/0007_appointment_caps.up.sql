@@ -84,4 +84,5 @@ BEGIN
   RETURN _answers;
 END $$;
 
-REVOKE EXECUTE ON FUNCTION public.hub_appointment_cap(uuid, uuid, timestamptz, uuid, jsonb) FROM PUBLIC;
+-- Only the hub calls it (on Supabase, PostgREST would otherwise offer it to the API roles).
+REVOKE EXECUTE ON FUNCTION public.hub_appointment_cap(uuid, uuid, timestamptz, uuid, jsonb) FROM PUBLIC, anon, authenticated;

@@ -75,7 +75,7 @@ def _refuse(wait: float, whose: str) -> None:
     if wait > 0:
         seconds = max(1, math.ceil(wait))
         raise HubError(ErrorCode.RATE_LIMITED, f"Too many write requests {whose}; retry in {seconds} s",
-                       {"retry_after_seconds": seconds}, temporary=True)
+                       {"retry_after_seconds": seconds}, retry_after=seconds)
 
 
 LIMITS = web.AppKey("rate_limits", RateLimits)

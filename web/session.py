@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from aiohttp import WSMsgType, web
 
-from hub import errors, metrics, protocol
+from hub import db, errors, metrics, protocol
 from hub.auth import Principal
 from hub.errors import HubError
 from hub.events import Event
@@ -241,11 +241,11 @@ class Session:
             await self.realtime.handle(self, msg)
         except HubError as exc:
             self.push(protocol.reply(self.vsn, msg, "error", {"reason": exc.message, **exc.body()}))
-        except (asyncio.CancelledError, ConnectionError):
-            raise
-        except Exception:  # a bug handling one message fails that message, not the socket
-            log.exception("unhandled error on a socket message", extra={"topic": msg.topic, "event": msg.event})
-            error = errors.HubError(errors.ErrorCode.INTERNAL_ERROR, "An unexpected error occurred")
+        except Exception as exc:
+            error = db.as_hub_error(exc)  # the database away: an error reply, not a dead socket
+            if error is None:  # a bug handling one message fails that message, not the socket
+                log.exception("unhandled error on a socket message", extra={"topic": msg.topic, "event": msg.event})
+                error = errors.HubError(errors.ErrorCode.INTERNAL_ERROR, "An unexpected error occurred")
             self.push(protocol.reply(self.vsn, msg, "error", {"reason": error.message, **error.body()}))
 
     def _allow_push(self) -> bool:
