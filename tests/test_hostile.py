@@ -168,6 +168,8 @@ def http_corpus(hub: Hub) -> list[tuple[str, bytes]]:
     for target in ("/api/appointments/%00", "/api/appointments/..%2f..%2fetc%2fpasswd",
                    "/api/appointments/" + "9" * 5000,
                    f"/api/availability/{hub.dentist}/slots?date=2026-02-30", f"/api/availability/{hub.dentist}/slots",
+                   f"/api/availability/{hub.dentist}/slots?date=9999-12-31",
+                   f"/api/availability/{hub.dentist}/slots?from=9999-12-01&to=9999-12-31",
                    f"/api/availability/{hub.dentist}/slots?from=2026-01-01&to=2027-01-01",
                    f"{docs}/{uuid.uuid4()}", "/api/%ff%fe", "/api/dentists?limit=-5", "/%2e%2e/%2e%2e/etc/passwd"):
         cases.append((target, request("GET", target, hub, token=p)))
