@@ -20,7 +20,7 @@ from pathlib import Path
 
 import asyncpg
 
-from hub import adopt
+from hub import adopt, ddl
 
 log = logging.getLogger("hub.migrate")
 
@@ -176,7 +176,8 @@ async def dry_run(con: asyncpg.Connection, files: list[Migration]) -> tuple[list
             pending = pending[1:]
         else:
             problems = await _rehearse(con, pending)
-        lines += [f"apply {m.version:04d}_{m.name}" for m in pending]
+        for m in pending:
+            lines += [f"apply {m.version:04d}_{m.name}:"] + ["  " + line for line in ddl.outline(m.sql)]
         return lines, problems
     finally:
         await con.execute("SELECT pg_advisory_unlock($1)", _LOCK)

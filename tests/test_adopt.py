@@ -206,9 +206,12 @@ async def test_dry_run_prints_the_plan_and_changes_nothing(clinic_db) -> None:
                      "  skip auth.users (exists)",
                      "  convert appointments.status from text to appointment_status (default 'pending')",
                      "  backfill 1 rows of dentists.available_times with '{}'",
-                     "  keep the existing policies on appointments (the hub's appointments_select is not added)",
-                     "apply 0002_booking_rules"):
+                     "  keep the existing policies on appointments (the hub's appointments_select is not added)"):
         assert expected in lines, result.stdout
+    # Then every later file, each with its statements.
+    files = migrate.load(ROOT / "sql")
+    assert [line for line in lines if line.startswith("apply ")] == [f"apply {m.version:04d}_{m.name}:" for m in files[1:]]
+    assert "  CREATE TABLE public.appointment_types ( name text PRIMARY KEY" in result.stdout
     assert await snapshot(dsn) == before
 
 
