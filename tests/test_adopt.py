@@ -389,3 +389,11 @@ async def test_a_later_migration_that_breaks_adoption_is_refused_before_anything
             await con.close()
     finally:
         await asyncio.to_thread(databases.drop, fresh)
+
+
+async def test_two_processes_adopting_at_once_both_succeed(clinic_db) -> None:
+    """A `release:` step racing a worker: one adopts, the other finds it done."""
+    dsn = await clinic_db()
+    done = await asyncio.gather(run_migrate(dsn), run_migrate(dsn))
+    files = [m.version for m in migrate.load(ROOT / "sql")]
+    assert sorted(m.version for d in done for m in d) == files, done  # each file applied once, by one of them
