@@ -16,7 +16,7 @@ from aiohttp import web
 from actors.batch import GroupCommit
 from actors.dentist import DentistActor, Rules
 from actors.directory import Directory
-from hub import db, metrics, migrate, users
+from hub import db, metrics, migrate, reminders, users
 from hub.booking import Booking
 from hub.catalog import Catalog
 from hub.config import Settings
@@ -25,8 +25,9 @@ from hub.feed import Feed
 from hub.listener import Listener
 from hub.pubsub import PubSub
 from hub.sweeper import sweep_forever
+from hub.webhooks import WebhookWorker
 from web.realtime import Realtime
-from web import admin, appointments, availability, clinic, health, notifications, openapi, profiles
+from web import admin, appointments, availability, calendar, clinic, health, notifications, openapi, profiles, webhooks
 from web._http import BOOKING, POOL, PRINCIPALS, REQUEST_ID, SETTINGS, USER_ID, json
 
 log = logging.getLogger("hub.http")
@@ -154,11 +155,14 @@ async def _actors(app: web.Application) -> AsyncIterator[None]:
                           ("hub_presence", realtime.on_relayed_presence)):
         listener.extra_channels[name] = lambda con, pid, channel, payload, receive=receive: receive(payload)
     listener.on_connect.append(realtime.request_presence)
+    webhook_worker = WebhookWorker(pool, settings)
+    listener.extra_channels["hub_webhooks"] = webhook_worker.wake
     metrics.track(lambda: (pool.get_size(), pool.get_idle_size()), lambda: len(directory),
                   lambda: len(realtime.sessions))
     tasks = [_supervised(listener.run(), "listener"), _supervised(directory.reap_forever(), "reaper"),
              _supervised(sweep_forever(pool, retention_hours=settings.event_retention_hours), "sweeper"), _supervised(_expire_tokens(realtime), "tokens"),
-             _supervised(realtime.record_latencies(), "latencies"), _supervised(realtime.relay_presence(), "presence")]
+             _supervised(realtime.record_latencies(), "latencies"), _supervised(realtime.relay_presence(), "presence"),
+             _supervised(webhook_worker.run(), "webhooks"), _supervised(reminders.run(pool, settings), "reminders")]
     try:  # serve only once events from other processes can reach us
         await asyncio.wait_for(listener.ready.wait(), 10)
     except TimeoutError:
@@ -222,7 +226,7 @@ def create_app(settings: Settings) -> web.Application:
     health.register(app, "database", _database_health)
     health.register(app, "realtime", _realtime_health)
     health.register(app, "actors", _actors_health)
-    for module in (health, profiles, availability, appointments, notifications, clinic, openapi):
+    for module in (health, profiles, availability, appointments, notifications, clinic, openapi, webhooks, calendar):
         app.add_routes(module.routes)
     app.router.add_get("/realtime/v1/websocket", _websocket)
     app.router.add_get("/metrics", _metrics)
