@@ -38,18 +38,13 @@ def stamp(moment: datetime) -> str:
     return moment.astimezone(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
 
 
-def sequence(created_at: datetime, updated_at: datetime) -> int:
-    """Grows with every change: the seconds between creation and the last update."""
-    return max(0, int((updated_at - created_at).total_seconds()))
-
-
 def summary(appointment_type: str, who: str, dentist_feed: bool) -> str:
     kind = appointment_type.replace("_", " ").capitalize()
     return f"{kind}: {who}" if dentist_feed else f"{kind} with {who}"
 
 
 def event(row: dict[str, Any], *, dentist_feed: bool, now: datetime) -> list[str]:
-    """The VEVENT lines of one appointment row (id, dates, type, status, names)."""
+    """The VEVENT lines of one appointment row (id, dates, type, status, names, sequence)."""
     start: datetime = row["appointment_date"]
     cancelled = row["status"] == "cancelled"
     who = (row.get("patient_name") or "Patient") if dentist_feed else row["dentist_name"]
@@ -59,7 +54,7 @@ def event(row: dict[str, Any], *, dentist_feed: bool, now: datetime) -> list[str
         f"DTSTAMP:{stamp(now)}",
         f"DTSTART:{stamp(start)}",
         f"DTEND:{stamp(start + timedelta(minutes=row['duration_minutes']))}",
-        f"SEQUENCE:{sequence(row['created_at'], row['updated_at'])}",
+        f"SEQUENCE:{row['sequence']}",
         f"LAST-MODIFIED:{stamp(row['updated_at'])}",
         f"SUMMARY:{escape(summary(row['appointment_type'], who, dentist_feed))}",
         f"STATUS:{'CANCELLED' if cancelled else 'CONFIRMED' if row['status'] != 'pending' else 'TENTATIVE'}",

@@ -76,8 +76,8 @@ async def check_target(url: str, allow_private: bool, timeout: float = 5.0) -> N
         loop = asyncio.get_running_loop()
         try:
             infos = await asyncio.wait_for(loop.getaddrinfo(host, None, type=socket.SOCK_STREAM), timeout)
-        except (OSError, TimeoutError):
-            raise RefusedAddress(f"{host} does not resolve") from None
+        except (OSError, TimeoutError, ValueError):  # ValueError: UnicodeError for a name IDNA refuses
+            raise RefusedAddress(f"{host[:100]} does not resolve") from None
         addresses = [ipaddress.ip_address(info[4][0].split("%")[0]) for info in infos]
     for ip in addresses:
         if (reason := refusal(ip, allow_private)) is not None:

@@ -191,7 +191,7 @@ class WebhookWorker:
                 payload = body(head["type"], head["message_at"], head["data"])
                 attempt = await deliver(session, head["url"], head["secret"], message_id(head["message_id"]),
                                         payload, self._settings.webhook_allow_private)
-                if not await self._record(head, attempt):
+                if not await self._record(endpoint, head, attempt):
                     break
         except DB_ERRORS as exc:
             log.warning("webhook delivery to %s stopped: %s (the lease runs out and it resumes)", endpoint, exc)
@@ -201,12 +201,16 @@ class WebhookWorker:
             except DB_ERRORS:
                 pass  # the lease runs out by itself
 
-    async def _record(self, head: asyncpg.Record, attempt: Attempt) -> bool:
-        """Log the attempt, schedule the retry or finish; False once the endpoint is disabled."""
+    async def _record(self, endpoint: uuid.UUID, head: asyncpg.Record, attempt: Attempt) -> bool:
+        """Log the attempt, schedule the retry or finish; False once the endpoint is disabled or gone."""
         s = self._settings
         metrics.WEBHOOK_ATTEMPTS.labels(attempt.result).inc()
         metrics.WEBHOOK_ATTEMPT_SECONDS.labels(attempt.result).observe(attempt.latency_ms / 1000)
         async with self._pool.acquire() as con, con.transaction():
+            # The endpoint's row first, then its deliveries: the order a DELETE's cascade locks them in.
+            if await con.fetchval("SELECT id FROM public.webhook_endpoints WHERE id = $1 FOR UPDATE",
+                                  endpoint) is None:
+                return False
             await con.execute("INSERT INTO public.webhook_attempts (delivery_id, status_code, latency_ms, error) "
                               "VALUES ($1, $2, $3, $4)", head["id"], attempt.status_code, attempt.latency_ms,
                               attempt.error)

@@ -170,17 +170,31 @@ BEGIN
   ON CONFLICT (appointment_id, label, due_at) DO NOTHING;
 END $$;
 
-CREATE FUNCTION public.on_appointment_reminders() RETURNS trigger
+-- Calendar feeds' SEQUENCE: how often an appointment's time, length, type or
+-- status changed (RFC 5545 wants it to grow with each such change).
+CREATE TABLE public.appointment_revisions (
+  appointment_id uuid PRIMARY KEY REFERENCES public.appointments(id) ON DELETE CASCADE,
+  sequence       integer NOT NULL DEFAULT 0
+);
+
+CREATE FUNCTION public.on_appointment_planned() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = public AS $$
 BEGIN
-  PERFORM public.plan_reminders(NEW.id);
+  IF TG_OP = 'UPDATE' AND (OLD.appointment_date, OLD.duration_minutes, OLD.status, OLD.appointment_type)
+       IS DISTINCT FROM (NEW.appointment_date, NEW.duration_minutes, NEW.status, NEW.appointment_type) THEN
+    INSERT INTO public.appointment_revisions (appointment_id, sequence) VALUES (NEW.id, 1)
+    ON CONFLICT (appointment_id) DO UPDATE SET sequence = appointment_revisions.sequence + 1;
+  END IF;
+  IF TG_OP = 'INSERT' OR (OLD.appointment_date, OLD.status) IS DISTINCT FROM (NEW.appointment_date, NEW.status) THEN
+    PERFORM public.plan_reminders(NEW.id);
+  END IF;
   RETURN NULL;
 END $$;
 
-CREATE TRIGGER appointments_reminders
-  AFTER INSERT OR UPDATE OF appointment_date, status ON public.appointments
+CREATE TRIGGER appointments_planned
+  AFTER INSERT OR UPDATE OF appointment_date, duration_minutes, status, appointment_type ON public.appointments
   FOR EACH ROW
-  EXECUTE FUNCTION public.on_appointment_reminders();
+  EXECUTE FUNCTION public.on_appointment_planned();
 
 -- Send what is due, each reminder once across every process: claimed with
 -- SKIP LOCKED, the notification, the webhook event and the `sent` mark
@@ -252,6 +266,7 @@ ALTER TABLE public.webhook_deliveries ENABLE ROW LEVEL SECURITY;
 ALTER TABLE public.webhook_attempts ENABLE ROW LEVEL SECURITY;
 ALTER TABLE public.reminder_offsets ENABLE ROW LEVEL SECURITY;
 ALTER TABLE public.appointment_reminders ENABLE ROW LEVEL SECURITY;
+ALTER TABLE public.appointment_revisions ENABLE ROW LEVEL SECURITY;
 ALTER TABLE public.calendar_feeds ENABLE ROW LEVEL SECURITY;
 REVOKE ALL ON public.webhook_endpoints, public.webhook_messages, public.webhook_deliveries,
   public.webhook_attempts, public.calendar_feeds FROM anon, authenticated, service_role;

@@ -8,6 +8,8 @@ from __future__ import annotations
 import hashlib
 import secrets
 import uuid
+from datetime import datetime
+from typing import Literal
 
 import msgspec
 from aiohttp import web
@@ -22,6 +24,28 @@ PAST_DAYS, FUTURE_DAYS = 90, 730  # the window a feed covers
 
 class CreateFeed(msgspec.Struct, forbid_unknown_fields=True):
     dentist_id: uuid.UUID | None = None
+
+
+class Feed(msgspec.Struct):
+    id: uuid.UUID
+    kind: Literal["patient", "dentist"]
+    dentist_id: uuid.UUID | None
+    dentist_name: str | None
+    created_at: datetime
+    last_used_at: datetime | None
+
+
+class FeedCreated(Feed):
+    url: str  # the subscription address; its token is shown only here
+
+
+# For /openapi.json: (method, path, summary, query, body, status, answer)
+API = [
+    ("post", "/api/calendar-feeds", "Create an iCalendar subscription URL (own, or a dentist's for staff)", None,
+     CreateFeed, 201, FeedCreated),
+    ("get", "/api/calendar-feeds", "The caller's calendar feeds", None, None, 200, list[Feed]),
+    ("delete", "/api/calendar-feeds/{id}", "Revoke a calendar feed", None, None, 204, None),
+]
 
 
 def _hash(token: str) -> bytes:
@@ -47,7 +71,7 @@ async def create_feed(request: web.Request) -> web.Response:
             raise errors.forbidden("Only admins and the dentist themselves may subscribe to a dentist's calendar")
     token = secrets.token_urlsafe(32)
     async with pool.acquire() as con, con.transaction():
-        await con.execute("SELECT pg_advisory_xact_lock(hashtextextended($1::text, 9))", me)
+        await con.execute("SELECT pg_advisory_xact_lock(hashtextextended(($1::uuid)::text, 9))", me)
         if await con.fetchval("SELECT count(*) FROM public.calendar_feeds WHERE owner_id = $1", me) \
                 >= MAX_FEEDS_PER_USER:
             raise errors.conflict(f"You have {MAX_FEEDS_PER_USER} calendar feeds; delete one first",
@@ -85,10 +109,12 @@ WHERE token_hash = $1 AND (f.dentist_id IS NULL OR public.has_role(f.owner_id, '
 RETURNING f.owner_id, f.dentist_id, (SELECT name FROM public.dentists WHERE id = f.dentist_id) AS dentist_name
 """
 _EVENTS = f"""
-SELECT a.id, a.appointment_date, a.duration_minutes, a.appointment_type, a.status, a.created_at, a.updated_at,
+SELECT a.id, a.appointment_date, a.duration_minutes, a.appointment_type, a.status, a.updated_at,
+       coalesce(r.sequence, 0) AS sequence,
        d.name AS dentist_name, CASE WHEN $3 THEN coalesce(p.full_name, p.email) END AS patient_name
 FROM public.appointments a
 JOIN public.dentists d ON d.id = a.dentist_id
+LEFT JOIN public.appointment_revisions r ON r.appointment_id = a.id
 LEFT JOIN public.profiles p ON p.id = a.patient_id AND $3
 WHERE CASE WHEN $3 THEN a.dentist_id = $2 ELSE a.patient_id = $1 END
   AND a.appointment_date >= now() - interval '{PAST_DAYS} days'

@@ -7,6 +7,7 @@ admins register them, and only for receivers the clinic trusts.
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 from typing import Annotated, Literal
 
 import msgspec
@@ -43,6 +44,74 @@ class DeliveryFilters(msgspec.Struct, forbid_unknown_fields=True):
     offset: Annotated[int, msgspec.Meta(ge=0, le=1_000_000)] = 0
     status: Literal["pending", "succeeded", "failed"] | None = None
 
+
+class Endpoint(msgspec.Struct):
+    id: uuid.UUID
+    url: str
+    events: list[str]
+    description: str
+    enabled: bool
+    disabled_reason: str | None
+    consecutive_failures: int
+    failing_since: datetime | None
+    created_at: datetime
+    updated_at: datetime
+
+
+class EndpointCreated(Endpoint):
+    secret: str  # whsec_<base64>: shown once
+
+
+class AttemptOut(msgspec.Struct):
+    attempted_at: datetime
+    status_code: int | None
+    latency_ms: int
+    error: str | None
+
+
+class Delivery(msgspec.Struct):
+    id: int
+    message_id: uuid.UUID
+    type: str
+    status: Literal["pending", "succeeded", "failed"]
+    attempts: int
+    next_attempt_at: datetime
+    last_status_code: int | None
+    last_latency_ms: int | None
+    last_error: str | None
+    replay_of: int | None
+    created_at: datetime
+    finished_at: datetime | None
+    attempt_log: list[AttemptOut]
+
+
+class DeliveryPage(msgspec.Struct):
+    data: list[Delivery]
+    pagination: dict[str, int | bool]
+
+
+class Replayed(msgspec.Struct):
+    id: int
+    message_id: uuid.UUID
+    status: str
+    replay_of: int
+    created_at: datetime
+
+
+# For /openapi.json: (method, path, summary, query, body, status, answer)
+API = [
+    ("post", "/api/webhooks", "Register a webhook endpoint (admin); the secret is shown once", None, CreateWebhook,
+     201, EndpointCreated),
+    ("get", "/api/webhooks", "Webhook endpoints (admin)", None, None, 200, list[Endpoint]),
+    ("get", "/api/webhooks/{id}", "One webhook endpoint (admin)", None, None, 200, Endpoint),
+    ("patch", "/api/webhooks/{id}", "Change an endpoint; enabled=true re-enables it (admin)", None, UpdateWebhook,
+     200, Endpoint),
+    ("delete", "/api/webhooks/{id}", "Delete an endpoint and its log (admin)", None, None, 204, None),
+    ("get", "/api/webhooks/{id}/deliveries", "Delivery log, newest first, with attempts (admin)", DeliveryFilters,
+     None, 200, DeliveryPage),
+    ("post", "/api/webhooks/{id}/deliveries/{delivery_id}/replay", "Send a delivery's message again (admin)", None,
+     None, 202, Replayed),
+]
 
 _COLUMNS = ("id, url, events, description, enabled, disabled_reason, consecutive_failures, failing_since, "
             "created_at, updated_at")
