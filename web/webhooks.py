@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 from aiohttp import web
@@ -16,7 +16,7 @@ from aiohttp import web
 from hub import errors, webhooks
 from hub.auth import require_role
 from hub.netguard import RefusedAddress, check_target
-from web._http import POOL, SETTINGS, json, path_id, principal, query, read
+from web._http import POOL, SETTINGS, json, paginated, path_id, principal, query, read
 
 routes = web.RouteTableDef()
 MAX_ENDPOINTS = 50
@@ -137,6 +137,12 @@ async def _admin(request: web.Request) -> None:
     require_role(await principal(request), "admin")
 
 
+def _found(row: Any, endpoint_id: uuid.UUID) -> web.Response:
+    if row is None:
+        raise errors.not_found("webhook endpoint", endpoint_id)
+    return json(dict(row))
+
+
 async def _endpoint(request: web.Request) -> uuid.UUID:
     endpoint_id = path_id(request)
     if not await request.app[POOL].fetchval("SELECT true FROM public.webhook_endpoints WHERE id = $1", endpoint_id):
@@ -171,11 +177,9 @@ async def list_webhooks(request: web.Request) -> web.Response:
 @routes.get("/api/webhooks/{id}")
 async def get_webhook(request: web.Request) -> web.Response:
     await _admin(request)
-    row = await request.app[POOL].fetchrow(f"SELECT {_COLUMNS} FROM public.webhook_endpoints WHERE id = $1",
-                                           endpoint_id := path_id(request))
-    if row is None:
-        raise errors.not_found("webhook endpoint", endpoint_id)
-    return json(dict(row))
+    endpoint_id = path_id(request)
+    return _found(await request.app[POOL].fetchrow(
+        f"SELECT {_COLUMNS} FROM public.webhook_endpoints WHERE id = $1", endpoint_id), endpoint_id)
 
 
 @routes.patch("/api/webhooks/{id}")
@@ -193,9 +197,7 @@ async def update_webhook(request: web.Request) -> web.Response:
         f"consecutive_failures = CASE WHEN $5 THEN 0 ELSE consecutive_failures END, "
         f"failing_since = CASE WHEN $5 THEN NULL ELSE failing_since END "
         f"WHERE id = $1 RETURNING {_COLUMNS}", endpoint_id, url, events, body.description, body.enabled)
-    if row is None:
-        raise errors.not_found("webhook endpoint", endpoint_id)
-    return json(dict(row))
+    return _found(row, endpoint_id)
 
 
 @routes.delete("/api/webhooks/{id}")
@@ -228,10 +230,7 @@ async def list_deliveries(request: web.Request) -> web.Response:
     endpoint_id = await _endpoint(request)
     page = query(request, DeliveryFilters)
     rows = await request.app[POOL].fetch(_DELIVERIES, endpoint_id, page.status, page.limit, page.offset)
-    total = rows[0]["total"] if rows else 0
-    data = [{k: v for k, v in r.items() if k != "total"} for r in rows]
-    return json({"data": data, "pagination": {"total": total, "limit": page.limit, "offset": page.offset,
-                                              "hasMore": page.offset + len(data) < total}})
+    return json(paginated(rows, page.limit, page.offset))
 
 
 @routes.post("/api/webhooks/{id}/deliveries/{delivery_id:[0-9]{1,18}}/replay")
