@@ -272,5 +272,7 @@ REVOKE ALL ON public.webhook_endpoints, public.webhook_messages, public.webhook_
   public.webhook_attempts, public.calendar_feeds FROM anon, authenticated, service_role;
 CREATE POLICY appointment_reminders_select ON public.appointment_reminders FOR SELECT
   USING (EXISTS (SELECT 1 FROM public.appointments a WHERE a.id = appointment_id));
+-- The hub's functions are the hub's alone (Supabase's default privileges grant
+-- EXECUTE on new functions to the API roles directly, not only to PUBLIC).
 REVOKE EXECUTE ON FUNCTION public.webhook_emit(text, jsonb), public.plan_reminders(uuid),
-  public.send_due_reminders(integer, interval) FROM PUBLIC;
+  public.send_due_reminders(integer, interval) FROM PUBLIC, anon, authenticated, service_role;
