@@ -13,10 +13,12 @@ from hub import errors, users
 from hub.auth import Principal, bearer, verify_token
 from hub.booking import Booking
 from hub.config import Settings
+from hub.waitlist import Waitlist
 
 SETTINGS = web.AppKey("settings", Settings)
 POOL = web.AppKey("pool", asyncpg.Pool)
 BOOKING = web.AppKey("booking", Booking)
+WAITLIST = web.AppKey("waitlist", Waitlist)
 PRINCIPALS = web.AppKey("principals", users.Principals)
 # Per-request facts the access log reports.
 REQUEST_ID = web.RequestKey("request_id", str)

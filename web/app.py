@@ -26,8 +26,9 @@ from hub.listener import Listener
 from hub.pubsub import PubSub
 from hub.sweeper import sweep_forever
 from web.realtime import Realtime
-from web import admin, appointments, availability, clinic, health, notifications, openapi, profiles
-from web._http import BOOKING, POOL, PRINCIPALS, REQUEST_ID, SETTINGS, USER_ID, json
+from hub.waitlist import Waitlist
+from web import admin, appointments, availability, clinic, health, mcp, notifications, openapi, profiles, waitlist
+from web._http import BOOKING, POOL, PRINCIPALS, REQUEST_ID, SETTINGS, USER_ID, WAITLIST, json
 
 log = logging.getLogger("hub.http")
 
@@ -131,13 +132,15 @@ async def _actors(app: web.Application) -> AsyncIterator[None]:
     feed.started = await pool.fetchval("SELECT now()")
     rules = Rules(hold_ttl_seconds=settings.hold_ttl_seconds, hold_max_age_seconds=settings.hold_max_age_seconds,
                   max_holds_per_patient=settings.max_holds_per_patient,
-                  cancellation_window_hours=settings.cancellation_window_hours)
+                  cancellation_window_hours=settings.cancellation_window_hours,
+                  waitlist_offer_minutes=settings.waitlist_offer_minutes)
     writes = GroupCommit(pool)
     directory: Directory[DentistActor] = Directory(
         lambda key: DentistActor(key, pool=pool, writes=writes, catalog=catalog, rules=rules, publish=feed.publish))
     listener = Listener(settings.database_url or "", pool, directory, catalog, feed)
     app[PUBSUB], app[DIRECTORY], app[LISTENER] = pubsub, directory, listener
     booking = app[BOOKING] = Booking(pool, directory, catalog, settings)
+    app[WAITLIST] = Waitlist(booking)
     realtime = app[REALTIME] = Realtime(pool, app[PRINCIPALS], booking, settings.jwt_secret)
     pubsub.subscribe(realtime.on_event)
 
@@ -222,7 +225,7 @@ def create_app(settings: Settings) -> web.Application:
     health.register(app, "database", _database_health)
     health.register(app, "realtime", _realtime_health)
     health.register(app, "actors", _actors_health)
-    for module in (health, profiles, availability, appointments, notifications, clinic, openapi):
+    for module in (health, profiles, availability, appointments, notifications, clinic, openapi, waitlist, mcp):
         app.add_routes(module.routes)
     app.router.add_get("/realtime/v1/websocket", _websocket)
     app.router.add_get("/metrics", _metrics)
