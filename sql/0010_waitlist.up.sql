@@ -7,7 +7,8 @@
 -- hold machinery expires it and others see it busy-tentative). Booking with
 -- that hold accepts; declining, leaving or expiry frees it again, and the
 -- same pass offers it to the next in line. An entry has one live offer at a
--- time and is never offered the same slot twice (unique indexes), and the
+-- time, even with several dentists' passes at once, and is never offered the
+-- same slot twice (unique indexes); and the
 -- hold's exclusion constraint keeps one slot from going to two patients,
 -- whichever process runs the pass.
 
@@ -112,7 +113,6 @@ BEGIN
       AND e.appointment_type IN (SELECT c ->> 'type' FROM jsonb_array_elements(_candidates) c)
       AND NOT EXISTS (SELECT 1 FROM public.waitlist_offers o WHERE o.entry_id = e.id AND o.outcome IS NULL)
     ORDER BY e.created_at, e.id
-    FOR UPDATE SKIP LOCKED  -- an entry being offered another dentist's slot right now waits for the next
   LOOP
     FOR _c IN
       SELECT c FROM jsonb_array_elements(_candidates) c
@@ -130,8 +130,11 @@ BEGIN
         RETURNING * INTO _hold;
         INSERT INTO public.waitlist_offers (id, entry_id, dentist_id, slot_time, appointment_type, expires_at)
         VALUES (_hold.id, _e.id, _dentist, _hold.slot_time, _e.appointment_type, _hold.expires_at);
-      EXCEPTION WHEN exclusion_violation OR unique_violation THEN
-        CONTINUE;  -- the time went to an earlier entry in this pass, or the entry got an offer elsewhere
+      EXCEPTION WHEN exclusion_violation OR unique_violation OR foreign_key_violation THEN
+        -- The time went to an earlier entry in this pass; or another dentist's pass offered this
+        -- entry a slot a moment ago (the live-offer index waits for that pass, then refuses); or the
+        -- patient left the waitlist meanwhile. Passes take entries in one order, so none deadlock.
+        CONTINUE;
       END;
       INSERT INTO public.notifications (user_id, kind, title, body, data)
       VALUES (_e.patient_id, 'waitlist_offer', 'A slot you were waiting for is free',
