@@ -108,9 +108,9 @@ class Waitlist:
             patient = require_user(who)
             if f.patient_id is not None and f.patient_id != patient:
                 raise errors.forbidden("Patients may only see their own waitlist")
-        if patient is not None:  # close offers whose hold is gone, so statuses are current
-            for row in await self.booking.pool.fetch("SELECT * FROM public.waitlist_settle(NULL, $1)", patient):
-                metrics.WAITLIST_OFFERS.labels(row["outcome"]).inc()
+        # Close the offers whose hold is gone (booked, say), so statuses are current.
+        for row in await self.booking.pool.fetch("SELECT * FROM public.waitlist_settle(NULL, $1)", patient):
+            metrics.WAITLIST_OFFERS.labels(row["outcome"]).inc()
         rows = await self.booking.pool.fetch(
             _LIST + "WHERE ($1::uuid IS NULL OR e.patient_id = $1) ORDER BY e.created_at, e.id LIMIT 500", patient)
         return [dict(r) for r in rows]

@@ -135,6 +135,9 @@ async def test_transport_refusals(api, clinic) -> None:
         async with agent(api, None):
             pass
 
+    status, body = await api.post(url, json={"jsonrpc": "2.0", "id": 0, "method": "server/discover"},
+                                  headers={**clinic.patient.headers, **accept})
+    assert status == 200 and body["error"]["code"] == -32601  # clients in auto mode fall back to initialize
     async with api.client.post(url, json=init, headers={**clinic.patient.headers, **accept}) as resp:
         assert resp.status == 200 and resp.content_type == "application/json"
         session = resp.headers["Mcp-Session-Id"]

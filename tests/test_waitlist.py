@@ -13,8 +13,9 @@ from typing import Any
 import aiohttp
 import pytest
 
-from hub.auth import issue_token
 from hub import users
+from hub.auth import issue_token
+from hub.client import RealtimeClient
 from tests.conftest import SECRET, Api, assert_error, make_dentist, slot_at
 
 DAYS = 3
@@ -67,9 +68,23 @@ async def test_cancel_offers_to_first_then_decline_passes_it_on(api, clinic) -> 
     await _join(api, await api.user(), clinic.dentist_id, time_ranges=["13:00-17:00"])  # never matches 10:00
     assert e1["offer"] is None and e1["status"] == "waiting"
 
-    status, _ = await api.delete(f"/api/appointments/{appt['id']}", clinic.admin)
-    assert status == 200
-    offer = await _offer(api, first)  # the cancellation's own turn made the offer
+    socket = RealtimeClient(str(api.client.make_url("")).rstrip("/"), first.token)
+    await socket.connect()
+    try:
+        channels = [socket.channel(f"{kind}={first.id}") for kind in ("notifications:user_id",
+                                                                       "appointments:patient_id")]
+        for channel in channels:
+            await channel.join()
+        status, _ = await api.delete(f"/api/appointments/{appt['id']}", clinic.admin)
+        assert status == 200
+        offer = await _offer(api, first)  # the cancellation's own turn made the offer
+        for channel in channels:  # the offer reaches the patient's channels as `waitlist_offer`
+            while (msg := await channel.next(5)).event != "broadcast" or msg.payload["event"] != "waitlist_offer":
+                pass
+            assert msg.payload["payload"]["reservation_id"] == offer["reservation_id"]
+            assert msg.payload["payload"]["waitlist_id"] == e1["id"]
+    finally:
+        await socket.close()
     assert offer is not None and datetime.fromisoformat(offer["slot_time"]) == datetime.fromisoformat(start)
     remaining = datetime.fromisoformat(offer["expires_at"]) - datetime.now(timezone.utc)
     assert timedelta(minutes=14) < remaining <= timedelta(minutes=15)

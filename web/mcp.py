@@ -153,6 +153,8 @@ async def post(request: web.Request) -> web.StreamResponse:
         return web.Response(status=202)  # a response to a server request; we send none
     if msg.method == "initialize":
         return _initialize(request, who, ident, msg.params or {})
+    if msg.id is not msgspec.UNSET and msg.method not in _METHODS:  # e.g. server/discover: not this revision
+        return _fault(ident, METHOD_NOT_FOUND, f"Method not found: {msg.method}")
     session = request.headers.get(SESSION)
     if session is None:
         if msg.id is msgspec.UNSET:
@@ -202,6 +204,9 @@ def _initialize(request: web.Request, who: Principal, ident: Any, params: dict[s
     return _rpc(200, {"id": ident, "result": result}, headers={SESSION: _sign(request, version, who)})
 
 
+_METHODS = ("ping", "tools/list", "tools/call")
+
+
 async def _call(request: web.Request, who: Principal, method: str, params: dict[str, Any]) -> Any:
     if method == "ping":
         return {}
@@ -213,7 +218,7 @@ async def _call(request: web.Request, who: Principal, method: str, params: dict[
         if tool is None:
             raise _Fault(INVALID_PARAMS, f"Unknown tool: {name!r}", {"tools": sorted(TOOLS)})
         return await _run(request, who, tool.name, params.get("arguments"))
-    raise _Fault(METHOD_NOT_FOUND, f"Method not found: {method}")
+    raise AssertionError(method)
 
 
 _DEFINITIONS: list[dict[str, Any]] = []
