@@ -137,7 +137,8 @@ async def test_transport_refusals(api, clinic) -> None:
 
     status, body = await api.post(url, json={"jsonrpc": "2.0", "id": 0, "method": "server/discover"},
                                   headers={**clinic.patient.headers, **accept})
-    assert status == 200 and body["error"]["code"] == -32601  # clients in auto mode fall back to initialize
+    assert status == 400 and body["error"]["code"] == -32022  # discover names no revision: say which we serve
+    assert body["error"]["data"]["supported"][0] == "2026-07-28"
     async with api.client.post(url, json=init, headers={**clinic.patient.headers, **accept}) as resp:
         assert resp.status == 200 and resp.content_type == "application/json"
         session = resp.headers["Mcp-Session-Id"]
@@ -170,3 +171,28 @@ async def test_transport_refusals(api, clinic) -> None:
     assert status == 405
     status, _ = await api.delete(url, headers=headers)
     assert status == 204
+
+
+async def test_the_stateless_revision(api, clinic) -> None:
+    """2026-07-28: the official client discovers the server and calls tools with no session."""
+    start = slot_at(days=7, hour=8)
+    async with httpx2.AsyncClient(headers=clinic.patient.headers, timeout=30) as http:
+        async with streamable_http_client(str(api.client.make_url("/mcp")), http_client=http) as (read, write):
+            async with ClientSession(read, write) as session:
+                found = await session.discover()
+                assert "2026-07-28" in found.supported_versions and found.capabilities.tools is not None
+                assert {t.name for t in (await session.list_tools()).tools} == TOOLS
+                hold = data(await session.call_tool("hold_slot", {"dentist_id": clinic.dentist_id,
+                                                                  "slot_time": start}))
+                failure(await session.call_tool("hold_slot", {"dentist_id": clinic.dentist_id, "slot_time": 3}),
+                        "VALIDATION_ERROR")
+    status, body = await api.get(f"/api/appointments?dentist_id={clinic.dentist_id}", clinic.patient)
+    assert status == 200
+    held = await api.pool.fetchval("SELECT patient_id FROM slot_reservations WHERE id = $1", hold["id"])
+    assert str(held) == str(clinic.patient.id)
+    # An unknown revision is refused naming the ones served.
+    status, body = await api.post("/mcp", clinic.patient, json={
+        "jsonrpc": "2.0", "id": 1, "method": "tools/list",
+        "params": {"_meta": {"io.modelcontextprotocol/protocolVersion": "2099-01-01"}}})
+    assert status == 400 and body["error"]["code"] == -32022
+    assert "2026-07-28" in body["error"]["data"]["supported"]

@@ -1,19 +1,23 @@
 """MCP at /mcp: the booking tools (web/mcp_tools.py) for AI agents.
 
-The Streamable HTTP transport of the Model Context Protocol, handshake era
-(revisions 2024-11-05 to 2025-11-25, newest preferred): each POST carries one
-JSON-RPC message and a request is answered with one `application/json`
+The Streamable HTTP transport of the Model Context Protocol: each POST carries
+one JSON-RPC message and a request is answered with one `application/json`
 response; notifications and responses get 202. There is no server-to-client
-stream (GET answers 405), since no tool needs one.
+stream (GET answers 405), since no tool needs one. Two eras are served:
 
-Sessions are stateless, so any hub process serves any request: the
-`Mcp-Session-Id` given with `initialize` is signed with the hub's secret and
-names the protocol revision and the caller it was issued to. A request with
-another caller's session id, or a forged one, gets 404 (start over), as the
-spec says for an unknown session. Every request carries the caller's JWT as
-`Authorization: Bearer`, checked as REST checks it; tool failures come back as
-tool results with `isError: true` and the hub's error body, so the model can
-read and correct them; protocol faults are JSON-RPC errors.
+- 2026-07-28, the current revision: stateless. No handshake; each request
+  names its revision in `params._meta`, and `server/discover` says which
+  revisions and capabilities we have.
+- the handshake revisions 2024-11-05 to 2025-11-25: `initialize` gives an
+  `Mcp-Session-Id`. It is signed with the hub's secret and names the revision
+  and the caller it was issued to, so it needs no server state and any hub
+  process serves any request; another caller's, or a forged, one gets 404
+  (start over), as the spec says for an unknown session.
+
+Every request carries the caller's JWT as `Authorization: Bearer`, checked as
+REST checks it. Tool failures come back as tool results with `isError: true`
+and the hub's error body, so the model can read and correct them; protocol
+faults are JSON-RPC errors.
 """
 
 from __future__ import annotations
@@ -38,16 +42,21 @@ from web.mcp_tools import TOOLS
 log = logging.getLogger("hub.mcp")
 routes = web.RouteTableDef()
 
-VERSIONS = ("2025-11-25", "2025-06-18", "2025-03-26", "2024-11-05")  # newest first
+VERSIONS = ("2025-11-25", "2025-06-18", "2025-03-26", "2024-11-05")  # the handshake revisions, newest first
+MODERN = ("2026-07-28",)  # stateless revisions: no initialize, the revision in every request's _meta
 SERVER_INFO = {"name": "dental-hub", "title": "Dental clinic booking hub", "version": "0.1.0"}
 INSTRUCTIONS = ("Book dental appointments for a patient: find_slots, then hold_slot and book (with the hold's id "
                 "as reservation_id); my_appointments, reschedule and cancel for existing ones; join_waitlist when "
                 "nothing suitable is free. Times are ISO 8601 with an offset. A failed call returns isError with "
                 "the hub's error code (SLOT_UNAVAILABLE, VALIDATION_ERROR with details.field, ...).")
 
-PARSE_ERROR, INVALID_REQUEST, METHOD_NOT_FOUND, INVALID_PARAMS, INTERNAL_ERROR = -32700, -32600, -32601, -32602, -32603
+PARSE_ERROR, INVALID_REQUEST, METHOD_NOT_FOUND, INVALID_PARAMS = -32700, -32600, -32601, -32602
+HEADER_MISMATCH, UNSUPPORTED_VERSION = -32020, -32022
 SESSION = "Mcp-Session-Id"
 VERSION_HEADER = "MCP-Protocol-Version"
+METHOD_HEADER = "Mcp-Method"
+META_VERSION = "io.modelcontextprotocol/protocolVersion"
+SERVER_INFO_META = "io.modelcontextprotocol/serverInfo"
 
 _encode = msgspec.json.Encoder().encode
 
@@ -151,9 +160,14 @@ async def post(request: web.Request) -> web.StreamResponse:
         return _fault(ident, INVALID_REQUEST, 'jsonrpc must be "2.0"', status=400)
     if msg.method is msgspec.UNSET:
         return web.Response(status=202)  # a response to a server request; we send none
+    params = msg.params or {}
+    meta = params.get("_meta")
+    stamped = meta.get(META_VERSION) if isinstance(meta, dict) else None
+    if stamped is not None or msg.method == "server/discover":
+        return await _stateless(request, who, msg, ident, stamped or request.headers.get(VERSION_HEADER))
     if msg.method == "initialize":
-        return _initialize(request, who, ident, msg.params or {})
-    if msg.id is not msgspec.UNSET and msg.method not in _METHODS:  # e.g. server/discover: not this revision
+        return _initialize(request, who, ident, params)
+    if msg.id is not msgspec.UNSET and msg.method not in _METHODS:
         return _fault(ident, METHOD_NOT_FOUND, f"Method not found: {msg.method}")
     session = request.headers.get(SESSION)
     if session is None:
@@ -170,9 +184,39 @@ async def post(request: web.Request) -> web.StreamResponse:
     if msg.id is msgspec.UNSET:
         return web.Response(status=202)  # notifications/initialized, cancelled, ...: nothing to do
     try:
-        result = await _call(request, who, msg.method, msg.params or {})
+        result = await _call(request, who, msg.method, params)
     except _Fault as fault:
         return _fault(ident, fault.code, fault.message, data=fault.data)
+    return _rpc(200, {"id": ident, "result": result})
+
+
+async def _stateless(request: web.Request, who: Principal, msg: _Message, ident: Any,
+                     version: str | None) -> web.Response:
+    """The 2026-07-28 revision: no handshake, no session; each request names
+    its revision in `_meta` (server/discover tells a client which we serve)."""
+    if version not in MODERN:
+        return _fault(ident, UNSUPPORTED_VERSION, f"Unsupported protocol version {version!r}", status=400,
+                      data={"supported": [*MODERN, *VERSIONS], "requested": version})
+    named = request.headers.get(METHOD_HEADER)
+    if named is not None and named != msg.method:
+        return _fault(ident, HEADER_MISMATCH, f"{METHOD_HEADER} {named!r} does not match the body's method",
+                      status=400)
+    if msg.id is msgspec.UNSET:
+        return web.Response(status=202)
+    if msg.method == "server/discover":
+        result: dict[str, Any] = {
+            "supportedVersions": [*MODERN, *VERSIONS], "capabilities": {"tools": {"listChanged": False}},
+            "instructions": INSTRUCTIONS, "_meta": {SERVER_INFO_META: SERVER_INFO}}
+    elif msg.method in _METHODS:
+        try:
+            result = await _call(request, who, msg.method, msg.params or {})
+        except _Fault as fault:
+            return _fault(ident, fault.code, fault.message, data=fault.data)
+    else:
+        return _fault(ident, METHOD_NOT_FOUND, f"Method not found: {msg.method}")
+    result["resultType"] = "complete"
+    if msg.method in ("server/discover", "tools/list"):  # the same for every caller, and fixed per release
+        result.update(cacheScope="public", ttlMs=3_600_000)
     return _rpc(200, {"id": ident, "result": result})
 
 
