@@ -183,11 +183,7 @@ async def post(request: web.Request) -> web.StreamResponse:
                       status=400)
     if msg.id is msgspec.UNSET:
         return web.Response(status=202)  # notifications/initialized, cancelled, ...: nothing to do
-    try:
-        result = await _call(request, who, msg.method, params)
-    except _Fault as fault:
-        return _fault(ident, fault.code, fault.message, data=fault.data)
-    return _rpc(200, {"id": ident, "result": result})
+    return await _reply(request, who, ident, msg.method, params)
 
 
 async def _stateless(request: web.Request, who: Principal, msg: _Message, ident: Any,
@@ -203,21 +199,25 @@ async def _stateless(request: web.Request, who: Principal, msg: _Message, ident:
                       status=400)
     if msg.id is msgspec.UNSET:
         return web.Response(status=202)
+    cached = {"cacheScope": "public", "ttlMs": 3_600_000}  # the same for every caller, fixed per release
     if msg.method == "server/discover":
-        result: dict[str, Any] = {
+        return _rpc(200, {"id": ident, "result": {
             "supportedVersions": [*MODERN, *VERSIONS], "capabilities": {"tools": {"listChanged": False}},
-            "instructions": INSTRUCTIONS, "_meta": {SERVER_INFO_META: SERVER_INFO}}
-    elif msg.method in _METHODS:
-        try:
-            result = await _call(request, who, msg.method, msg.params or {})
-        except _Fault as fault:
-            return _fault(ident, fault.code, fault.message, data=fault.data)
-    else:
+            "instructions": INSTRUCTIONS, "_meta": {SERVER_INFO_META: SERVER_INFO}, "resultType": "complete",
+            **cached}})
+    if msg.method not in _METHODS:
         return _fault(ident, METHOD_NOT_FOUND, f"Method not found: {msg.method}")
-    result["resultType"] = "complete"
-    if msg.method in ("server/discover", "tools/list"):  # the same for every caller, and fixed per release
-        result.update(cacheScope="public", ttlMs=3_600_000)
-    return _rpc(200, {"id": ident, "result": result})
+    return await _reply(request, who, ident, msg.method, msg.params or {}, resultType="complete",
+                        **(cached if msg.method == "tools/list" else {}))
+
+
+async def _reply(request: web.Request, who: Principal, ident: Any, method: str, params: dict[str, Any],
+                 **extra: Any) -> web.Response:
+    try:
+        result = await _call(request, who, method, params)
+    except _Fault as fault:
+        return _fault(ident, fault.code, fault.message, data=fault.data)
+    return _rpc(200, {"id": ident, "result": {**result, **extra}})
 
 
 @routes.get("/mcp")
