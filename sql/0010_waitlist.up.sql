@@ -159,4 +159,6 @@ CREATE POLICY waitlist_offers_select ON public.waitlist_offers FOR SELECT
   USING (public.has_role(auth.uid(), 'admin') OR EXISTS (
     SELECT 1 FROM public.waitlist_entries e WHERE e.id = entry_id AND e.patient_id = auth.uid()));
 GRANT SELECT ON public.waitlist_entries, public.waitlist_offers TO authenticated;
-REVOKE EXECUTE ON FUNCTION public.waitlist_offer(uuid, jsonb, integer), public.waitlist_settle(uuid, uuid) FROM PUBLIC;
+-- The hub's alone (on Supabase, default privileges would let the API roles call them through /rest/v1/rpc).
+REVOKE EXECUTE ON FUNCTION public.waitlist_offer(uuid, jsonb, integer), public.waitlist_settle(uuid, uuid)
+  FROM PUBLIC, anon, authenticated;
