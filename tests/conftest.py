@@ -219,6 +219,15 @@ def slot_at(days: int = 3, hour: int = 10, minute: int = 0) -> str:
     return day.isoformat()
 
 
+def need(missing: str | None) -> None:
+    """Skip a test whose tool is missing (`missing` says which and how to get it);
+    with CI=true fail instead, since CI installs every tool."""
+    if missing:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(missing, pytrace=False)
+        pytest.skip(missing)
+
+
 def free_port() -> int:
     import socket
 
@@ -235,7 +244,8 @@ class HubProcesses:
         self.procs: list[Any] = []
         self.urls: list[str] = []
 
-    async def start(self, count: int = 1, **env: str) -> list[str]:
+    async def start(self, count: int = 1, *, port: int | None = None, **env: str) -> list[str]:
+        """`count` new processes; `port` (with count 1) serves again where a stopped one did."""
         import subprocess
         import sys
 
@@ -243,7 +253,7 @@ class HubProcesses:
 
         started = []
         for _ in range(count):
-            port = free_port()
+            port = port or free_port()
             log = open(self.tmp / f"hub-{port}.log", "w")
             proc = subprocess.Popen(
                 [sys.executable, "-m", "hub", "serve", "--host", "127.0.0.1", "--port", str(port)],
@@ -268,6 +278,13 @@ class HubProcesses:
                     raise AssertionError(f"hub at {url} did not become healthy")
         self.urls += started
         return started
+
+    def stop_one(self, url: str) -> None:
+        """Stop the process serving `url` as a deploy does (SIGTERM), and wait until it is gone."""
+        proc = self.procs[self.urls.index(url)]
+        proc.terminate()
+        proc.wait(15)
+        self.urls[self.urls.index(url)] = "stopped"
 
     def stop(self) -> None:
         for proc in self.procs:

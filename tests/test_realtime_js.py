@@ -12,12 +12,17 @@ from typing import Any, Callable
 import pytest
 
 from hub.auth import issue_token
-from tests.conftest import SECRET, slot_at
+from tests.conftest import SECRET, need, slot_at
 
 JS = Path(__file__).parent / "js"
-pytestmark = pytest.mark.skipif(
-    shutil.which("node") is None or not (JS / "node_modules" / "@supabase" / "realtime-js").exists(),
-    reason="Node.js or tests/js/node_modules missing: run `make test` (it runs npm ci in tests/js)")
+
+
+@pytest.fixture(autouse=True)
+def _node() -> None:
+    """The JS client tests need Node and tests/js/node_modules (skipped without, failed under CI=true)."""
+    need(None if shutil.which("node") else "Node.js is not installed (the JS client tests need it)")
+    need(None if (JS / "node_modules" / "@supabase" / "supabase-js").exists() else
+         "tests/js/node_modules is missing: run `make js`")
 
 
 class Node:
@@ -39,7 +44,10 @@ class Node:
                 if test(item):
                     return item
                 self.seen.append(item)
-        return await asyncio.wait_for(read(), timeout)
+        try:
+            return await asyncio.wait_for(read(), timeout)
+        except asyncio.TimeoutError:
+            raise AssertionError(f"nothing expected within {timeout} s; saw {self.seen}") from None
 
     async def send(self, **cmd: Any) -> None:
         self.proc.stdin.write(json.dumps(cmd).encode() + b"\n")  # type: ignore[union-attr]
