@@ -63,8 +63,8 @@ class Joins:
         return Viewer(principal, dentists)
 
     async def _principal(self, session: Session, token: Any) -> Principal:
-        if token is None:
-            return session.principal
+        if token is None:  # the socket's caller, with the roles they hold now
+            return await self.principals.get(session.principal.claims)
         if not isinstance(token, str):
             raise errors.unauthorized("access_token must be a string")
         return await self.principals.get(verify_token(self._rt.secret, token))
