@@ -89,14 +89,15 @@ async def test_live_channels(api, clinic, style) -> None:
         assert got["message"]["event"] == "wave" and got["message"]["payload"] == {"n": 2}
         assert not [i for i in node.seen if i["type"] == "broadcast" and i["topic"] == quiet], node.seen
 
-        # Presence: track, then the sync and the join of our key.
+        # Presence: track, then the join and the sync, keyed by the user (the hub's, not the app's, choice).
         await node.send(cmd="join", spec={"topic": lobby, "presence": True, "presenceKey": "front-desk"})
         await node.expect(status(lobby, "SUBSCRIBED"))
         await node.send(cmd="track", topic=lobby, meta={"client": style})
         assert (await node.expect(done("track")))["result"] == "ok"
-        await node.expect(lambda i: i["type"] == "presence_join" and i["key"] == "front-desk")
-        synced = await node.expect(lambda i: i["type"] == "presence" and "front-desk" in i["state"])
-        assert synced["state"]["front-desk"][0]["client"] == style
+        key = str(clinic.patient.id)
+        await node.expect(lambda i: i["type"] == "presence_join" and i["key"] == key)
+        synced = await node.expect(lambda i: i["type"] == "presence" and key in i["state"])
+        assert synced["state"][key][0]["client"] == style
 
         # A fresh token for the same user while joined: the channel stays and keeps delivering.
         await node.send(cmd="refresh", token=issue_token(SECRET, clinic.patient.id, ttl=900))
@@ -150,7 +151,8 @@ async def test_supabase_js_anon_key_then_user_token(api, clinic) -> None:
         assert (await node.expect(done("send")))["result"] == "ok"
         await node.expect(lambda i: i["type"] == "broadcast" and i["message"]["payload"] == {"from": "supabase-js"})
         await node.send(cmd="track", topic=room, meta={"online": True})
-        await node.expect(lambda i: i["type"] == "presence" and "tab" in i["state"])
+        await node.expect(lambda i: i["type"] == "presence"
+                          and [m["online"] for metas in i["state"].values() for m in metas] == [True])
         ended = [i for i in node.seen if i["type"] in ("status", "system")
                  and (i.get("status") in ("CLOSED", "CHANNEL_ERROR") or (i.get("payload") or {}).get("status") == "error")]
         assert not ended, ended
@@ -158,20 +160,38 @@ async def test_supabase_js_anon_key_then_user_token(api, clinic) -> None:
         await node.close()
 
 
-async def test_supabase_js_access_token_option_first_join(api, clinic) -> None:
-    """`createClient(url, key, {accessToken})` with a channel subscribed at once, as apps
-    do: the first join may go out before the callback's token is set. It is accepted (as
-    anon) and upgraded when the token arrives: no CHANNEL_ERROR, and the user's rows come."""
-    room = f"chat:{uuid.uuid4().hex[:8]}"
-    node = await start("supabase-access-token", base_of(api), clinic.patient.token, channels=[{
-        "topic": room, "postgres": [{"event": "INSERT", "schema": "public", "table": "appointments",
-                                     "filter": f"patient_id=eq.{clinic.patient.id}"}]}])
+async def start_subscribed_at_once(api, clinic) -> tuple[Node, str]:
+    """`createClient(url, key, {accessToken})` and a channel subscribed at once, as apps
+    do: the join goes out before the callback's token is set, so it carries none."""
+    mine = f"appointments:patient_id={clinic.patient.id}"
+    node = await start("supabase-access-token", base_of(api), clinic.patient.token,
+                       channels=[{"topic": mine, "broadcasts": ["*"]}])
+    first = await node.expect(lambda i: i["type"] == "status" and i["topic"] == mine)
+    assert first["status"] == "SUBSCRIBED", first  # accepted as the socket's caller (anon), no CHANNEL_ERROR
+    return node, mine
+
+
+async def test_supabase_js_access_token_option_upgraded_by_the_next_token(api, clinic) -> None:
+    """The callback's next token (a refreshed session) is pushed and upgrades the channel."""
+    node, mine = await start_subscribed_at_once(api, clinic)
     try:
-        first = await node.expect(lambda i: i["type"] == "status" and i["topic"] == room)
-        assert first["status"] == "SUBSCRIBED", first
+        await node.send(cmd="refresh", token=issue_token(SECRET, clinic.patient.id, ttl=900))
+        await node.expect(done("refresh"))
         booked = await book(api, clinic.patient, clinic.dentist_id)
-        change = (await node.expect(lambda i: i["type"] == "postgres_changes"))["change"]
-        assert change["new"]["id"] == booked
+        await node.expect(broadcast_of(mine, booked))
+    finally:
+        await node.close()
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "realtime-js 2.119.1 pushes the accessToken callback's token only when it differs from the last one it "
+    "set; when the callback resolved before the join reply (a fast callback), the token is never sent, and "
+    "the hub keeps the tokenless join as anon: the user's events never arrive until the token changes"))
+async def test_supabase_js_access_token_option_delivers_without_app_action(api, clinic) -> None:
+    node, mine = await start_subscribed_at_once(api, clinic)
+    try:
+        booked = await book(api, clinic.patient, clinic.dentist_id)
+        await node.expect(broadcast_of(mine, booked), timeout=4)
     finally:
         await node.close()
 
