@@ -89,14 +89,16 @@ async def test_a_rejoin_without_versions_gets_what_it_missed(api, clinic, hubs) 
 
 
 async def test_a_first_visit_replays_nothing_and_anon_has_no_cursor(api, clinic) -> None:
-    await book(api, clinic.patient, clinic, slot_at(days=31, hour=9))
+    topic = f"realtime:availability:dentist_id={clinic.dentist_id}"
     client = SupabaseLike(base(api), clinic.patient.token)
     anon = SupabaseLike(base(api), issue_token(SECRET, None, role="anon"))
     try:
-        await client.join(f"realtime:availability:dentist_id={clinic.dentist_id}")
+        await anon.join(topic)
+        await book(api, clinic.patient, clinic, slot_at(days=31, hour=9))
+        await anon.broadcasts("slot_booked", 1)  # delivered: from here on it is the past
+        await client.join(topic)
         with pytest.raises(asyncio.TimeoutError):
             await client.broadcasts("slot_booked", 1, timeout=0.5)
-        await anon.join(f"realtime:availability:dentist_id={clinic.dentist_id}")
         await anon.drop()
         await client.drop()
         await until(lambda: api.pool.fetchval("SELECT count(*) FROM realtime_cursors WHERE topic = $1",

@@ -76,7 +76,7 @@ class Cursors:
         self._retention = retention_hours
         self._db_errors = db_errors
         self._ended: dict[Key, tuple[int, int]] = {}  # channels that ended: (earliest version, how many)
-        self._saved: dict[Channel, dict[uuid.UUID, int]] = {}
+        self._saved: dict[Channel, dict[int, int]] = {}  # open channels: last_version when saved
 
     async def resume(self, channel: Channel) -> dict[uuid.UUID, int]:
         """The versions to replay from for a join without them, and the channel's
@@ -106,16 +106,16 @@ class Cursors:
         self._saved.pop(channel, None)
 
     def _batch(self, channels: Iterable[Channel]) -> dict[Key, tuple[int, int]]:
+        """What to write: open channels with events since their last save (a
+        dict comparison each, no work for idle ones), then the ended ones."""
         batch: dict[Key, tuple[int, int]] = {}
         for channel in channels:
-            user = _user(channel)
-            if user is None:
+            user = channel.viewer.principal.user_id
+            if user is None or self._saved.get(channel) == channel.last_version:
                 continue
-            now = positions(channel)
-            if now and self._saved.get(channel) != now:
-                self._saved[channel] = now
-                for dentist, version in now.items():
-                    batch[(user, channel.topic.canonical, dentist)] = (version, 0)
+            self._saved[channel] = dict(channel.last_version)
+            for dentist, version in positions(channel).items():
+                batch[(user, channel.topic.canonical, dentist)] = (version, 0)
         ended, self._ended = self._ended, {}
         batch.update(ended)  # an absent tab's position wins over an open one's in the same batch
         return batch
