@@ -10,6 +10,7 @@ writes, other processes and SQL typed by hand.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import uuid
@@ -103,12 +104,32 @@ class DentistActor(Actor):
         self.held = IntervalSet()                          # hold id -> blocked range
         self._holds: dict[uuid.UUID, _Held] = {}
         self._timer: asyncio.TimerHandle | None = None
+        self._stale = False  # memory may be behind the database: reload before the next turn
 
     # ---- lifecycle -------------------------------------------------------
 
     async def on_start(self) -> None:
-        async with self._pool.acquire() as con:
-            await self._load(con)
+        self._stale = True
+        await self._reload()
+
+    async def recover(self) -> None:
+        """A turn failed unexpectedly: reload now, or before the next turn if
+        the database is away. A reload that fails with a bug stops the actor."""
+        self._stale = True
+        with contextlib.suppress(HubError):
+            await self._reload()
+
+    async def _reload(self) -> None:
+        if not self._stale:
+            return
+        try:
+            async with self._pool.acquire() as con:
+                await self._load(con)
+        except Exception as exc:
+            if db.unavailable(exc):
+                raise errors.database_unavailable() from None
+            raise
+        self._stale = False
 
     async def on_stop(self, reason: StopReason) -> None:
         if self._timer is not None:
@@ -265,6 +286,18 @@ class DentistActor(Actor):
     # ---- the turn ----------------------------------------------------------
 
     async def receive(self, msg: Any) -> Any:
+        await self._reload()
+        try:
+            return await self._receive(msg)
+        except Exception as exc:
+            error = db.as_hub_error(exc)
+            if error is None:
+                raise
+            if error.temporary:  # the database went away mid-turn: a write's outcome is unknown
+                self._stale = True
+            raise error from None
+
+    async def _receive(self, msg: Any) -> Any:
         if self.schedule is None:
             self.stop(StopReason.IDLE)  # nothing to serve; a later activation re-checks
             raise errors.not_found("dentist", self.dentist_id)
@@ -356,6 +389,8 @@ class DentistActor(Actor):
 
         def decide() -> tuple[str, dict[str, Any]]:
             own = self._check_slot(msg.start, kind.duration_minutes, kind.blocked_minutes, msg.patient_id)
+            now = datetime.now(UTC)
+            own = [k for k in own if self._holds[k].expires_at > now]  # an expired one is released by hub_hold
             end = msg.start + timedelta(minutes=kind.blocked_minutes)
             for key in own:  # holding your own held slot again just refreshes it
                 if (self._holds[key].start, self._holds[key].end) == (msg.start, end):

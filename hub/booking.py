@@ -33,6 +33,11 @@ LongText = Annotated[str, msgspec.Meta(max_length=20000)]
 TypeName = Annotated[str, msgspec.Meta(min_length=1, max_length=40)]
 Status = Literal["pending", "confirmed", "completed", "cancelled", "no_show"]
 MAX_SLOT_DAYS = 31
+# Dates the hub reasons about lie within this many days of today: beyond any
+# booking horizon (at most 730 days), and far from the calendar's ends, where
+# date arithmetic (the next day, another time zone) would overflow.
+MAX_REACH_DAYS = 3660
+IDEMPOTENCY_KEY_MAX = 200
 
 
 class CreateAppointmentDTO(msgspec.Struct, forbid_unknown_fields=True):
@@ -154,8 +159,9 @@ class Booking:
     def idempotency(self, who: Principal, key: str | None, payload: bytes) -> m.Idempotency | None:
         if key is None:
             return None
-        if not 1 <= len(key) <= 200:
-            raise errors.invalid("Idempotency-Key must be 1 to 200 characters", field="Idempotency-Key")
+        if not (1 <= len(key) <= IDEMPOTENCY_KEY_MAX and key.isascii() and key.isprintable()):
+            raise errors.invalid(f"Idempotency-Key must be 1 to {IDEMPOTENCY_KEY_MAX} printable ASCII characters",
+                                 field="Idempotency-Key", location="header")
         user_key = str(who.user_id) if who.user_id and not who.is_service else f"service:{who.user_id or ''}"
         return m.Idempotency(user_key=user_key, key=key, request_hash=hashlib.sha256(payload).hexdigest())
 
@@ -194,6 +200,8 @@ class Booking:
             raise errors.invalid("Give date=YYYY-MM-DD, or from and to", field="date", location="query")
         if q.date is not None and (q.from_ or q.to):
             raise errors.invalid("Give either date, or from and to", field="date", location="query")
+        within_reach(first, "date" if q.date else "from", "query")
+        within_reach(last, "date" if q.date else "to", "query")
         if last < first or (last - first).days >= MAX_SLOT_DAYS:
             raise errors.invalid(f"from..to must be a range of 1 to {MAX_SLOT_DAYS} days", field="to",
                                  location="query")
@@ -206,6 +214,7 @@ class Booking:
 
     async def reserve(self, who: Principal, dentist_id: uuid.UUID, body: ReserveDTO,
                       idem: m.Idempotency | None = None) -> dict[str, Any]:
+        within_reach(body.slot_time, "slot_time")
         patient = acting_patient(who, body.patient_id)
         if body.patient_id is not None:
             await self._known_patient(patient)
@@ -241,6 +250,7 @@ class Booking:
 
     async def book(self, who: Principal, body: CreateAppointmentDTO,
                    idem: m.Idempotency | None = None) -> dict[str, Any]:
+        within_reach(body.appointment_date, "appointment_date")
         patient = acting_patient(who, body.patient_id)
         if body.patient_id is not None:
             await self._known_patient(patient)
@@ -250,6 +260,8 @@ class Booking:
             reservation_id=body.reservation_id, created_by=who.user_id, idempotency=idem))
 
     async def update(self, who: Principal, appointment_id: uuid.UUID, body: UpdateAppointmentDTO) -> dict[str, Any]:
+        if body.appointment_date is not None:
+            within_reach(body.appointment_date, "appointment_date")
         appt, staff = await self.appointment(who, appointment_id)
         if not staff and body.notes is not UNSET:
             raise errors.forbidden("Only staff may change the clinic's notes")
@@ -305,6 +317,13 @@ class Booking:
         data = [{k: v for k, v in r.items() if k != "total"} for r in rows]
         return {"data": data, "pagination": {"total": total, "limit": f.limit, "offset": f.offset,
                                              "hasMore": f.offset + len(data) < total}}
+
+
+def within_reach(value: date | datetime, field: str, location: str = "body") -> None:
+    """VALIDATION_ERROR for a date too far from today to mean anything (9999-12-31)."""
+    day = value.date() if isinstance(value, datetime) else value  # its own calendar's date: a day either way is moot
+    if abs((day - date.today()).days) > MAX_REACH_DAYS:
+        raise errors.invalid(f"{field} must be within {MAX_REACH_DAYS} days of today", field=field, location=location)
 
 
 def _bound(value: str, field: str, *, end: bool) -> datetime:

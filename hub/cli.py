@@ -13,6 +13,8 @@ import sys
 import uuid
 from typing import Any, Awaitable, Callable
 
+import asyncpg
+
 from hub import db, demo, logs, metrics, migrate, users
 from hub.auth import APP_ROLES, JWT_ROLES, issue_token
 from hub.config import ConfigError, Settings
@@ -116,9 +118,12 @@ def _supervise(settings: Settings, workers: int) -> int:
     import signal
     import subprocess
 
+    # Children are workers, never supervisors: `--workers 1` wins over a WORKERS
+    # they would otherwise inherit (and each fork N more, without bound).
     env = {**os.environ, "DATABASE_URL": settings.database_url or "", "JWT_SECRET": settings.jwt_secret}
+    env.pop("WORKERS", None)
     command = [sys.executable, "-m", "hub", "serve", "--host", settings.host, "--port", str(settings.port),
-               "--reuse-port"]
+               "--reuse-port", "--workers", "1"]
     children = [subprocess.Popen(command, env=env) for _ in range(workers)]
     log.info("started %d workers on %s:%d", workers, settings.host, settings.port)
 
@@ -134,7 +139,24 @@ def _supervise(settings: Settings, workers: int) -> int:
 
 
 def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
-    _migrate(_database(settings))
+    settings = _database(settings)
+    try:
+        return _migrate_or_dry_run(settings, args)
+    except (OSError, asyncpg.PostgresError) as exc:
+        print(f"hub: migrate: database error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+
+
+def _migrate_or_dry_run(settings: Settings, args: argparse.Namespace) -> int:
+    if not args.dry_run:
+        _migrate(settings)
+        return 0
+    files = migrate.load(settings.sql_dir)
+    lines, problems = _with_connection(settings, lambda con: migrate.dry_run(con, files))
+    print("\n".join(lines) or "nothing to apply")
+    if problems:
+        print("hub: migrate would fail; nothing was changed:\n  - " + "\n  - ".join(problems), file=sys.stderr)
+        return 1
     return 0
 
 
@@ -171,7 +193,9 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--reuse-port", action="store_true", help="bind with SO_REUSEPORT (set by --workers)")
     serve.set_defaults(run=cmd_serve)
 
-    sub.add_parser("migrate", help="apply pending migrations from sql/").set_defaults(run=cmd_migrate)
+    mig = sub.add_parser("migrate", help="apply pending migrations from sql/ (adopting an existing clinic schema)")
+    mig.add_argument("--dry-run", action="store_true", help="print what would change, one line each; change nothing")
+    mig.set_defaults(run=cmd_migrate)
 
     user = sub.add_parser("user", help="manage users").add_subparsers(dest="user_command", required=True)
     add = user.add_parser("add", help="create a user and print its id")

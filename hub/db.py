@@ -69,6 +69,26 @@ async def init_connection(con: asyncpg.Connection) -> None:
 DATA_ERRORS = (asyncpg.DataError, UnicodeEncodeError)
 
 
+def unavailable(exc: BaseException) -> bool:
+    """The database is away or cannot take us now (restart, crash recovery, a
+    lost connection, too many connections, a timeout): nothing to do with the
+    request, and worth retrying, unlike a bug or a refused value."""
+    return isinstance(exc, (OSError, TimeoutError, asyncpg.PostgresConnectionError,
+                            asyncpg.exceptions.OperatorInterventionError,
+                            asyncpg.exceptions.InsufficientResourcesError)) \
+        or (isinstance(exc, asyncpg.InterfaceError) and ("closed" in str(exc) or "closing" in str(exc)))
+
+
+def as_hub_error(exc: BaseException) -> errors.HubError | None:
+    """The caller's answer for a database failure that is not a bug: 503 while
+    the database is away, 400 for a value it refuses; None for anything else."""
+    if unavailable(exc):
+        return errors.database_unavailable()
+    if isinstance(exc, DATA_ERRORS):
+        return data_error(exc)
+    return None
+
+
 def data_error(exc: Exception) -> errors.HubError:
     reason = "text must be valid Unicode without NUL characters" if isinstance(exc, UnicodeEncodeError) \
         else getattr(exc, "message", None) or str(exc)

@@ -53,10 +53,7 @@ async def errors_and_access_log(request: web.Request, handler: Handler) -> web.S
     try:
         response = await handler(request)
     except HubError as exc:
-        response = json(exc.body(), exc.status)
-    except db.DATA_ERRORS as exc:
-        error = db.data_error(exc)
-        response = json(error.body(), error.status)
+        response = json(exc.body(), exc.status, exc.headers())
     except web.HTTPException as exc:
         if exc.status < 400:
             raise  # redirects are answers, not errors
@@ -66,10 +63,12 @@ async def errors_and_access_log(request: web.Request, handler: Handler) -> web.S
         response = json(HubError(code, message).body(), exc.status)
     except (asyncio.CancelledError, KeyboardInterrupt):
         raise
-    except Exception:
-        log.exception("unhandled error", extra={"request_id": request_id, "path": request.path})
-        response = json(HubError(ErrorCode.INTERNAL_ERROR, "An unexpected error occurred",
-                                 {"request_id": request_id}).body(), 500)
+    except Exception as exc:
+        error = db.as_hub_error(exc)  # the database away (503) or refusing a value (400): not a bug
+        if error is None:
+            log.exception("unhandled error", extra={"request_id": request_id, "path": request.path})
+            error = HubError(ErrorCode.INTERNAL_ERROR, "An unexpected error occurred", {"request_id": request_id})
+        response = json(error.body(), error.status, error.headers())
     if not response.prepared:
         response.headers["X-Request-Id"] = request_id
     resource = request.match_info.route.resource
@@ -157,6 +156,7 @@ async def _actors(app: web.Application) -> AsyncIterator[None]:
                   lambda: len(realtime.sessions))
     tasks = [_supervised(listener.run(), "listener"), _supervised(directory.reap_forever(), "reaper"),
              _supervised(sweep_forever(pool, retention_hours=settings.event_retention_hours), "sweeper"), _supervised(_expire_tokens(realtime), "tokens"),
+             _supervised(_shed_when_cut_off(listener, realtime), "cut-off"),
              *[_supervised(loop, name) for name, loop in realtime.background()]]
     try:  # serve only once events from other processes can reach us
         await asyncio.wait_for(listener.ready.wait(), 10)
@@ -167,6 +167,29 @@ async def _actors(app: web.Application) -> AsyncIterator[None]:
     for task in tasks:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
+
+
+CUT_OFF_AFTER = 3.0  # seconds without the event listener before sockets are sent elsewhere
+
+
+async def _shed_when_cut_off(listener: Listener, realtime: Realtime, every: float = 0.5) -> None:
+    """A process that cannot hear the database cannot tell its sockets what
+    others commit: after CUT_OFF_AFTER it closes them with 1012 (reconnect
+    elsewhere and resume by version), and refuses new ones until it hears
+    again (`_websocket`)."""
+    lost_at: float | None = None
+    shed = False
+    while True:
+        await asyncio.sleep(every)
+        if listener.connected:
+            lost_at, shed = None, False
+            continue
+        lost_at = lost_at or time.monotonic()
+        if not shed and listener.ready.is_set() and time.monotonic() - lost_at >= CUT_OFF_AFTER:
+            log.warning("cut off from the database for %.0fs: sending %d sockets elsewhere",
+                        time.monotonic() - lost_at, len(realtime.sessions))
+            shed = True
+            await realtime.close_all()
 
 
 async def _expire_tokens(realtime: Realtime, every: float = 5.0) -> None:
@@ -191,6 +214,10 @@ async def _metrics(request: web.Request) -> web.Response:
 
 
 async def _websocket(request: web.Request) -> web.StreamResponse:
+    listener = request.app[LISTENER]
+    if not listener.connected and listener.ready.is_set():
+        raise HubError(ErrorCode.SERVICE_UNAVAILABLE, "This process cannot hear the database; connect to another",
+                       {"reason": "database_unavailable"}, retry_after=1)
     return await request.app[REALTIME].websocket(request)
 
 
@@ -205,7 +232,10 @@ async def _realtime_health(app: web.Application) -> dict[str, int]:
 
 async def _actors_health(app: web.Application) -> dict[str, Any]:
     directory = app[DIRECTORY]
-    return {"active": len(directory), "crashes": directory.crash_count, "paused": directory.crash_looping()}
+    paused = directory.crash_looping()
+    if paused:  # those dentists cannot be booked here: not healthy, whatever else is
+        raise RuntimeError(f"{len(paused)} dentist(s) paused after failing to load: {', '.join(paused)}")
+    return {"active": len(directory), "crashes": directory.crash_count, "paused": paused}
 
 
 async def _database_health(app: web.Application) -> dict[str, int]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import uuid
 from pathlib import Path
 
@@ -75,17 +77,22 @@ async def upload_document(request: web.Request) -> web.Response:
                              content_type=file_type)
     doc_id = uuid.uuid4()
     folder: Path = request.app[SETTINGS].upload_dir / str(appointment["id"])
-    folder.mkdir(parents=True, exist_ok=True)
     target = folder / f"{doc_id}{DOCUMENT_TYPES[file_type]}"
     size = 0
     try:
-        with target.open("wb") as out:  # streamed: never the whole file in memory
-            while chunk := await part.read_chunk(64 * 1024):
-                size += len(chunk)
-                if size > MAX_DOCUMENT_BYTES:
-                    raise errors.HubError(errors.ErrorCode.PAYLOAD_TOO_LARGE,
-                                          f"Documents are limited to {MAX_DOCUMENT_BYTES // (1024 * 1024)} MiB")
-                out.write(chunk)
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            with target.open("wb") as out:  # streamed: never the whole file in memory
+                while chunk := await part.read_chunk(64 * 1024):
+                    size += len(chunk)
+                    if size > MAX_DOCUMENT_BYTES:
+                        raise errors.HubError(errors.ErrorCode.PAYLOAD_TOO_LARGE,
+                                              f"Documents are limited to {MAX_DOCUMENT_BYTES // (1024 * 1024)} MiB")
+                    out.write(chunk)
+                out.flush()
+                os.fsync(out.fileno())  # a full disk says so now, not after the row is committed
+        except OSError as exc:
+            raise errors.storage_error(exc) from None
         file_name = Path(part.filename or target.name).name[:200]
         row = await request.app[POOL].fetchrow(
             "INSERT INTO public.appointment_documents (id, appointment_id, file_name, file_url, file_type, file_size, "
@@ -93,7 +100,8 @@ async def upload_document(request: web.Request) -> web.Response:
             doc_id, appointment["id"], file_name, f"/api/appointments/{appointment['id']}/documents/{doc_id}",
             file_type, size, who.user_id or uuid.UUID(int=0))
     except BaseException:
-        target.unlink(missing_ok=True)  # nothing half-written survives a failed upload
+        with contextlib.suppress(OSError):
+            target.unlink(missing_ok=True)  # nothing half-written survives a failed upload
         raise
     return created(dict(row))
 

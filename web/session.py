@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from aiohttp import WSMsgType, web
 
-from hub import errors, metrics, protocol
+from hub import db, errors, metrics, protocol
 from hub.auth import Principal
 from hub.errors import HubError
 from hub.events import Event
@@ -225,6 +225,11 @@ class Session:
             await self.realtime.handle(self, msg)
         except HubError as exc:
             self.push(protocol.reply(self.vsn, msg, "error", {"reason": exc.message, **exc.body()}))
+        except Exception as exc:
+            error = db.as_hub_error(exc)  # the database away: an error reply, not a dead socket
+            if error is None:
+                raise
+            self.push(protocol.reply(self.vsn, msg, "error", {"reason": error.message, **error.body()}))
 
     def _allow_push(self) -> bool:
         now = time.monotonic()
