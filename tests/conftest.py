@@ -253,16 +253,15 @@ class HubProcesses:
 
         started = []
         for _ in range(count):
-            port = port or free_port()
-            log = open(self.tmp / f"hub-{port}.log", "w")
+            at = port or free_port()
+            log = open(self.tmp / f"hub-{at}.log", "a")  # a restart on the same port appends
             proc = subprocess.Popen(
-                [sys.executable, "-m", "hub", "serve", "--host", "127.0.0.1", "--port", str(port)],
+                [sys.executable, "-m", "hub", "serve", "--host", "127.0.0.1", "--port", str(at)],
                 env={**os.environ, "DATABASE_URL": self.dsn, "JWT_SECRET": SECRET, "HUB_ENV": "test",
                      "LOG_LEVEL": "WARNING", "HUB_VAR_DIR": str(self.tmp), **env},
                 stdout=log, stderr=subprocess.STDOUT)
             self.procs.append(proc)
-            url = f"http://127.0.0.1:{port}"
-            started.append(url)
+            started.append(f"http://127.0.0.1:{at}")
         async with aiohttp.ClientSession() as session:
             for url, proc in zip(started, self.procs[-count:]):
                 for _ in range(200):
