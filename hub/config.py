@@ -7,6 +7,7 @@ import logging
 import os
 import secrets
 from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 ROOT = Path(__file__).resolve().parent.parent
 log = logging.getLogger("hub.config")
@@ -51,6 +52,7 @@ class Settings:
     upload_dir: Path = ROOT / "var" / "uploads"
     metrics_token: str | None = None
     event_retention_hours: int = 24
+    clinic_timezone: str | None = None  # the console's time axis; unset: where most dentists work
 
     @property
     def development(self) -> bool:
@@ -92,7 +94,17 @@ class Settings:
             upload_dir=Path(env.get("UPLOAD_DIR") or var_dir / "uploads"),
             metrics_token=env.get("METRICS_TOKEN") or None,
             event_retention_hours=_int(env, "EVENT_RETENTION_HOURS", 24, 1, 24 * 90),
+            clinic_timezone=_zone(env.get("CLINIC_TIMEZONE") or None),
         )
+
+
+def _zone(name: str | None) -> str | None:
+    if name is not None:
+        try:
+            ZoneInfo(name)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ConfigError(f"CLINIC_TIMEZONE must be an IANA time zone like Europe/London, got {name!r}") from None
+    return name
 
 
 def _dev_secret(var_dir: Path) -> str:

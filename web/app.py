@@ -26,7 +26,7 @@ from hub.listener import Listener
 from hub.pubsub import PubSub
 from hub.sweeper import sweep_forever
 from web.realtime import Realtime
-from web import admin, appointments, availability, clinic, health, notifications, openapi, profiles
+from web import admin, appointments, availability, book, clinic, health, notifications, openapi, patients, profiles
 from web._http import BOOKING, POOL, PRINCIPALS, REQUEST_ID, SETTINGS, USER_ID, json
 
 log = logging.getLogger("hub.http")
@@ -222,7 +222,7 @@ def create_app(settings: Settings) -> web.Application:
     health.register(app, "database", _database_health)
     health.register(app, "realtime", _realtime_health)
     health.register(app, "actors", _actors_health)
-    for module in (health, profiles, availability, appointments, notifications, clinic, openapi):
+    for module in (health, profiles, availability, appointments, notifications, clinic, openapi, book, patients):
         app.add_routes(module.routes)
     app.router.add_get("/realtime/v1/websocket", _websocket)
     app.router.add_get("/metrics", _metrics)
