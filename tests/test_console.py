@@ -109,8 +109,6 @@ async def test_two_desks_one_books_the_other_sees_it_within_a_second(api, clinic
     assert status == 201
     await desk_b.wait_for_selector(f'.col[data-dentist="{clinic.other_dentist_id}"] .appt[data-start="{wire(other)}"]',
                                    timeout=1000)
-    await desk_a.evaluate("document.querySelector('.book').scrollTop = 9 * 72 - 30")
-    await desk_a.screenshot(path=str(IMG / "day.png") if IMG else None)
     await desk_a.context.close()
     await desk_b.context.close()
 
@@ -256,7 +254,6 @@ async def test_week_view_patient_panel_and_accessibility(api, clinic, browser) -
                               f"/admin?view=week&dentist={clinic.dentist_id}&date={when[:10]}")
     assert await page.locator(".col").count() == 7
     await page.wait_for_selector(f'.appt[data-id="{appt["id"]}"]')
-    await page.screenshot(path=str(IMG / "week.png") if IMG else None)
     axe = Axe()
     serious = lambda result: [v for v in result.response["violations"] if v["impact"] in ("serious", "critical")]  # noqa: E731
     assert serious(await axe.run(page)) == []
@@ -265,7 +262,6 @@ async def test_week_view_patient_panel_and_accessibility(api, clinic, browser) -
     await page.click("#patient-results button.result:has-text('Wilhelmina Search')")
     await page.wait_for_selector(f'#patient-panel:not([hidden]) li[data-id="{appt["id"]}"]', timeout=3000)
     assert "+44 20 7946 0001" in await page.inner_text("#patient-panel")
-    await page.screenshot(path=str(IMG / "patient.png") if IMG else None)
     # The booking dialog is accessible too.
     await page.click(free(clinic.dentist_id, slot_at(days=2, hour=14)))
     await page.wait_for_selector("#book-dialog[open]")
@@ -359,4 +355,37 @@ async def test_the_live_socket_is_one_per_page(api, clinic, browser) -> None:
         assert status == 201
         await page.wait_for_selector(f'.appt[data-start="{wire(slot_at(days=3, hour=16 + i))}"]', timeout=2000)
     assert len(api.client.app[REALTIME].sessions) == 1
+    await page.context.close()
+
+
+async def test_the_demo_clinic_looks_like_a_real_morning(aiohttp_client, settings, browser) -> None:
+    """The demo `make run` creates, drawn: several dentists' day, a week, a patient panel (the README's
+    screenshots, written with SCREENSHOTS=1)."""
+    import dataclasses
+
+    from hub import demo
+    from tests.conftest import Api
+    from web import create_app
+
+    api = Api(await aiohttp_client(create_app(dataclasses.replace(settings, clinic_timezone="Europe/London"))))
+    async with api.pool.acquire() as con:
+        clinic = await demo.create(con, SECRET)
+    today = datetime.now(timezone.utc).date()
+    day = next(today + timedelta(days=i) for i in range(1, 8) if (today + timedelta(days=i)).weekday() in (1, 2, 3))
+    page = await open_console(browser, base_of(api), clinic["admin"]["token"], f"/admin?date={day}", size=(1440, 1000))
+    assert await page.locator(".col").count() == len(clinic["dentists"])
+    assert await page.locator(".appt").count() >= 12  # a busy day, with gaps left to book into
+    assert await page.locator(".col-head .badge:has-text('behind')").count() == 1  # the New York dentist
+    await page.evaluate("document.querySelector('.book').scrollTop = 8 * 72 - 20")
+    await page.screenshot(path=str(IMG / "day.png") if IMG else None)
+    hart = clinic["dentists"][0]
+    await page.goto(f"{base_of(api)}/admin?view=week&dentist={hart['id']}&date={day}")
+    await page.wait_for_selector(".col .appt")
+    assert await page.locator(".col").count() == 7
+    await page.evaluate("document.querySelector('.book').scrollTop = 8 * 72 - 20")
+    await page.screenshot(path=str(IMG / "week.png") if IMG else None)
+    await page.fill("#patient-search", clinic["patients"][0]["name"].split()[0])
+    await page.click("#patient-results button.result")
+    await page.wait_for_selector("#patient-panel:not([hidden]) ul.visits li")
+    await page.screenshot(path=str(IMG / "patient.png") if IMG else None)
     await page.context.close()

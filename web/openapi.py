@@ -16,8 +16,10 @@ from actors.dentist_sql import SlotReservation
 from hub.booking import (AppointmentFilters, AvailabilityDTO, CancelDTO, CreateAppointmentDTO, ReserveDTO, SlotsQuery,
                          Status, UpdateAppointmentDTO, WeeklyHours)
 from hub.errors import ErrorCode
+from web.book import BookQuery
 from web.clinic import AppointmentTypeDTO, Closure
 from web.notifications import Page
+from web.patients import NewPatient, PatientSearch
 from web.profiles import CreateDentist, SetRoles, UpdateDentist, UpdateProfile
 
 routes = web.RouteTableDef()
@@ -139,6 +141,98 @@ class AppointmentType(msgspec.Struct):
     buffer_minutes: int
 
 
+class BookEntry(msgspec.Struct):
+    id: uuid.UUID
+    dentist_id: uuid.UUID
+    patient_id: uuid.UUID
+    patient_name: str | None
+    start: datetime
+    end: datetime
+    appointment_type: str | None
+
+
+class BookAppointment(BookEntry):
+    patient_phone: str | None
+    buffer_minutes: int
+    status: Status
+    notes: str | None
+    patient_notes: str | None
+
+
+class BookHold(BookEntry):
+    expires_at: datetime
+
+
+class Interval(msgspec.Struct):
+    start: datetime
+    end: datetime
+
+
+class DayNote(msgspec.Struct):
+    date: date
+    kind: Literal["closure", "override"]
+    text: str
+
+
+class BookColumn(msgspec.Struct):
+    dentist_id: uuid.UUID
+    name: str
+    timezone: str
+    slot_minutes: int
+    working: list[Interval]
+    notes: list[DayNote]
+    appointments: list[BookAppointment]
+    holds: list[BookHold]
+    free: list[datetime]
+
+
+class BookDay(msgspec.Struct):
+    date: date
+    start: datetime
+    end: datetime
+
+
+class AppointmentBook(msgspec.Struct):
+    timezone: str
+    view: Literal["day", "week"]
+    now: datetime
+    days: list[BookDay]
+    dentists: list[BookColumn]
+
+
+class PatientSummary(msgspec.Struct):
+    id: uuid.UUID
+    full_name: str | None
+    email: str | None
+    phone: str | None
+    date_of_birth: date | None
+
+
+class PatientPage(msgspec.Struct):
+    data: list[PatientSummary]
+    pagination: Pagination
+
+
+class Visit(msgspec.Struct):
+    id: uuid.UUID
+    dentist_id: uuid.UUID
+    dentist_name: str
+    appointment_date: datetime
+    ends_at: datetime
+    appointment_type: str
+    status: Status
+    notes: str | None
+    patient_notes: str | None
+    cancellation_reason: str | None
+    documents: list[dict[str, Any]]
+
+
+class PatientPanel(Profile):
+    upcoming: list[Visit]
+    past: list[Visit]
+    documents: list[dict[str, Any]]
+
+
 class Health(msgspec.Struct):
     status: Literal["healthy", "unhealthy"]
     timestamp: str
@@ -178,6 +272,11 @@ OPERATIONS: list[tuple[str, str, str, Any, Any, int, Any]] = [
     ("get", "/api/appointment-types", "Appointment types and durations", None, None, 200, list[AppointmentType]),
     ("put", "/api/appointment-types/{name}", "Create or change an appointment type (admin)", None,
      AppointmentTypeDTO, 200, AppointmentType),
+    ("get", "/api/admin/book", "The appointment book: a day of every dentist, or one dentist's week (staff)",
+     BookQuery, None, 200, AppointmentBook),
+    ("get", "/api/patients", "Find patients by name, email or phone (staff)", PatientSearch, None, 200, PatientPage),
+    ("post", "/api/patients", "Register a patient at the desk (staff)", None, NewPatient, 201, Profile),
+    ("get", "/api/patients/{id}", "A patient's profile, visits and documents (staff)", None, None, 200, PatientPanel),
 ]
 _ERRORS = {"400": "Invalid input (details.field names it)", "401": "Missing or bad token",
            "403": "Not allowed for this caller", "404": "Not found", "409": "Conflict with the current state",

@@ -6,6 +6,13 @@ import { api, cfg, el, timeIn, dayIn, when } from './util.js'
 const PX_PER_MIN = 1.2 // an hour is 72 px
 const px = (ms) => `${(ms / 60000) * PX_PER_MIN}px`
 
+// "5 h behind": how a dentist's clock differs from the clinic's at an instant.
+function offsetFrom (clinicTz, tz, iso) {
+  const wall = (zone) => Date.parse(new Date(iso).toLocaleString('en-US', { timeZone: zone }))
+  const hours = (wall(tz) - wall(clinicTz)) / 3600000
+  return hours === 0 ? 'same time' : `${Math.abs(hours)} h ${hours < 0 ? 'behind' : 'ahead'}`
+}
+
 export class Book {
   // hooks: {slot(column, iso), appointment(appt, column), move(appt, column, iso), changed()}
   constructor (root, hooks) {
@@ -19,6 +26,7 @@ export class Book {
     const params = new URLSearchParams({ date: cfg.day, view: cfg.view })
     if (cfg.view === 'week') params.set('dentist_id', cfg.dentist)
     this.data = await api(`/api/admin/book?${params}`)
+    cfg.timezone = this.data.timezone // the clinic's: every time the console shows is in it
     this.render()
     return this.data
   }
@@ -65,7 +73,7 @@ export class Book {
     const notes = c.dentist.notes.filter((n) => n.date === c.day.date)
     return el('div.col-head', { role: 'heading', 'aria-level': '2', dataset: { dentist: c.dentist.dentist_id, date: c.day.date } },
       el('strong', {}, c.label),
-      c.dentist.timezone !== tz ? el('span.badge', { title: 'This dentist works in another time zone' }, `${c.dentist.timezone} · ${timeIn(c.dentist.timezone).format(new Date(c.day.start))} at the top`) : null,
+      c.dentist.timezone !== tz ? el('span.badge', { title: 'This dentist works in another time zone' }, `${c.dentist.timezone} · ${offsetFrom(tz, c.dentist.timezone, c.day.start)}`) : null,
       ...notes.map((n) => el(`span.badge.${n.kind}`, {}, n.text)))
   }
 

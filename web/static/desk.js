@@ -237,7 +237,7 @@ export async function openPatient (id) {
   const p = await api(`/api/patients/${id}`)
   const list = (items, empty) => items.length
     ? el('ul.visits', {}, ...items.map((a) => el('li', { dataset: { id: a.id, status: a.status } },
-      `${when(a.appointment_date, Intl.DateTimeFormat().resolvedOptions().timeZone)} · ${a.appointment_type} · ${a.dentist_name} · ${a.status.replace('_', '-')}`)))
+      `${when(a.appointment_date, cfg.timezone)} · ${a.appointment_type} · ${a.dentist_name} · ${a.status.replace('_', '-')}`)))
     : el('p.muted', {}, empty)
   const docs = p.documents.length
     ? el('ul', {}, ...p.documents.map((d) => el('li', {}, el('button.link', { type: 'button', onclick: () => download(d) }, d.file_name), ` (${Math.ceil(d.file_size / 1024)} KiB)`)))
