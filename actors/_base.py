@@ -62,9 +62,11 @@ def _reply(env: _Envelope, *, result: Any = None, exc: BaseException | None = No
 class Actor(abc.ABC):
     """Subclasses implement `receive`, and `on_start` to load their state.
 
-    An unexpected exception in a turn fails that caller and stops the actor:
-    its memory may be half-changed, and the next activation reloads it from
-    PostgreSQL. A HubError is an expected answer; the actor lives on.
+    An unexpected exception in a turn fails that caller only: `recover` then
+    makes memory trustworthy again (by default the actor stops, so the next
+    activation loads afresh). A HubError is an expected answer; the actor
+    lives on. Only an exception from `recover` (or `on_start`) stops the
+    actor as failed.
     """
 
     mailbox_size: ClassVar[int] = 256
@@ -76,9 +78,16 @@ class Actor(abc.ABC):
         self.stop_reason: StopReason | None = None
         self._inbox: asyncio.Queue[_Envelope | object] = asyncio.Queue(self.mailbox_size)
         self._alive = True
+        self.started = False  # on_start completed: a failure after this is not a failure to start
 
     async def on_start(self) -> None:
         """Load state; an exception here fails every queued ask."""
+
+    async def recover(self) -> None:
+        """After a turn failed unexpectedly: its changes to memory may be half
+        done. The default stops after the queued messages (the next activation
+        loads afresh); an actor that can reload in place overrides this."""
+        self.stop(StopReason.FAILED)
 
     async def on_stop(self, reason: StopReason) -> None:
         """Release resources; called once, whatever the reason."""
@@ -139,8 +148,14 @@ class Actor(abc.ABC):
     async def run(self) -> None:
         """The turn loop; the directory runs it as the actor's task."""
         reason = StopReason.FAILED
+        failure: BaseException | None = None
         try:
-            await self.on_start()
+            try:
+                await self.on_start()
+            except HubError as exc:  # e.g. the database is away: queued callers hear why
+                failure = exc
+                raise
+            self.started = True
             while True:
                 if self.stop_reason is not None and self._inbox.empty():
                     break
@@ -160,7 +175,7 @@ class Actor(abc.ABC):
                     log.exception("actor %s crashed handling %s", self.key, type(env.msg).__name__,
                                   extra={"actor": self.key})
                     _reply(env, exc=errors.HubError(ErrorCode.INTERNAL_ERROR, "An unexpected error occurred"))
-                    raise
+                    await self.recover()  # this message failed; the next ones are served from sound state
                 else:
                     _reply(env, result=result)
                 finally:
@@ -173,5 +188,5 @@ class Actor(abc.ABC):
             while not self._inbox.empty():  # never leave an ask hanging
                 env = self._inbox.get_nowait()
                 if isinstance(env, _Envelope):
-                    _reply(env, exc=ActorDeadError(self.key))
+                    _reply(env, exc=failure or ActorDeadError(self.key))
             await self.on_stop(reason)

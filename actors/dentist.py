@@ -10,6 +10,7 @@ writes, other processes and SQL typed by hand.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import uuid
@@ -51,6 +52,14 @@ class Rules:
     hold_max_age_seconds: int = 1800
     max_holds_per_patient: int = 3
     cancellation_window_hours: int = 24
+    max_future_appointments_per_dentist: int = 0  # 0: no cap
+    max_appointments_per_day: int = 0
+
+    def caps(self) -> dict[str, int] | None:
+        """The appointment caps for a patient's own booking (sql/0007), None when off."""
+        if not (self.max_future_appointments_per_dentist or self.max_appointments_per_day):
+            return None
+        return {"per_dentist": self.max_future_appointments_per_dentist, "per_day": self.max_appointments_per_day}
 
 
 class _Outcome(msgspec.Struct, frozen=True):
@@ -103,12 +112,32 @@ class DentistActor(Actor):
         self.held = IntervalSet()                          # hold id -> blocked range
         self._holds: dict[uuid.UUID, _Held] = {}
         self._timer: asyncio.TimerHandle | None = None
+        self._stale = False  # memory may be behind the database: reload before the next turn
 
     # ---- lifecycle -------------------------------------------------------
 
     async def on_start(self) -> None:
-        async with self._pool.acquire() as con:
-            await self._load(con)
+        self._stale = True
+        await self._reload()
+
+    async def recover(self) -> None:
+        """A turn failed unexpectedly: reload now, or before the next turn if
+        the database is away. A reload that fails with a bug stops the actor."""
+        self._stale = True
+        with contextlib.suppress(HubError):
+            await self._reload()
+
+    async def _reload(self) -> None:
+        if not self._stale:
+            return
+        try:
+            async with self._pool.acquire() as con:
+                await self._load(con)
+        except Exception as exc:
+            if db.unavailable(exc):
+                raise errors.database_unavailable() from None
+            raise
+        self._stale = False
 
     async def on_stop(self, reason: StopReason) -> None:
         if self._timer is not None:
@@ -222,6 +251,8 @@ class DentistActor(Actor):
                     else await con.fetchval(sql.WRITE, self.dentist_id, self.version, op, args, idem))
             except asyncpg.ExclusionViolationError:  # memory was wrong; the database was not
                 raise slot_unavailable("That time is already taken") from None
+            except asyncpg.InsufficientPrivilegeError as exc:  # the caller's claims do not allow it (RLS)
+                raise db.policy_refusal(exc) from None
             except asyncpg.UniqueViolationError as exc:
                 if exc.table_name != "idempotency_keys":
                     raise
@@ -246,6 +277,14 @@ class DentistActor(Actor):
         if code == "hold_limit":
             return errors.conflict(f"A patient may hold at most {self._rules.max_holds_per_patient} slots at once",
                                    limit=self._rules.max_holds_per_patient)
+        if code == "dentist_cap":
+            limit = self._rules.max_future_appointments_per_dentist
+            return errors.conflict(f"A patient may have at most {limit} upcoming appointments with one dentist",
+                                   limit=limit, rule="max_future_appointments_per_dentist")
+        if code == "day_cap":
+            limit = self._rules.max_appointments_per_day
+            return errors.conflict(f"A patient may have at most {limit} appointments on one day",
+                                   limit=limit, rule="max_appointments_per_day")
         if code == "max_age":
             return errors.conflict("The reservation has reached its maximum age; book it or let it go",
                                    max_age_seconds=self._rules.hold_max_age_seconds)
@@ -265,6 +304,18 @@ class DentistActor(Actor):
     # ---- the turn ----------------------------------------------------------
 
     async def receive(self, msg: Any) -> Any:
+        await self._reload()
+        try:
+            return await self._receive(msg)
+        except Exception as exc:
+            error = db.as_hub_error(exc)
+            if error is None:
+                raise
+            if error.temporary:  # the database went away mid-turn: a write's outcome is unknown
+                self._stale = True
+            raise error from None
+
+    async def _receive(self, msg: Any) -> Any:
         if self.schedule is None:
             self.stop(StopReason.IDLE)  # nothing to serve; a later activation re-checks
             raise errors.not_found("dentist", self.dentist_id)
@@ -356,6 +407,8 @@ class DentistActor(Actor):
 
         def decide() -> tuple[str, dict[str, Any]]:
             own = self._check_slot(msg.start, kind.duration_minutes, kind.blocked_minutes, msg.patient_id)
+            now = datetime.now(UTC)
+            own = [k for k in own if self._holds[k].expires_at > now]  # an expired one is released by hub_hold
             end = msg.start + timedelta(minutes=kind.blocked_minutes)
             for key in own:  # holding your own held slot again just refreshes it
                 if (self._holds[key].start, self._holds[key].end) == (msg.start, end):
@@ -407,11 +460,13 @@ class DentistActor(Actor):
             if msg.reservation_id is not None and msg.reservation_id not in own:
                 self._owned_hold(msg.reservation_id, msg.patient_id)  # NOT_FOUND / FORBIDDEN first
                 raise errors.invalid("The reservation is for another time", field="reservation_id")
+            caps = self._rules.caps() if msg.capped else None
             return "book", {
-                "id": appointment_id, "consume": own, "patient_id": msg.patient_id, "start": msg.start,
+                **({"caps": caps} if caps else {}), "id": appointment_id, "consume": own,
+                "patient_id": msg.patient_id, "start": msg.start,
                 "duration": kind.duration_minutes, "buffer": kind.buffer_minutes, "type": kind.name,
                 "notes": msg.notes, "patient_notes": msg.patient_notes, "medical_history": msg.medical_history,
-                "created_by": msg.created_by,
+                "created_by": msg.created_by, "claims": msg.claims,
                 "notices": self._notice(msg.patient_id, msg.created_by, "booked", appointment_id, msg.start,
                                         kind.name, "pending")}
 
@@ -452,6 +507,10 @@ class DentistActor(Actor):
                     current["appointment_date"], current["duration_minutes"], current["buffer_minutes"]):
                 own = self._check_slot(start, kind.duration_minutes, kind.blocked_minutes, current["patient_id"],
                                        ignore=msg.appointment_id)
+                caps = None if msg.staff else self._rules.caps()
+                if caps and (refused := await con.fetchval(sql.CAPS, current["patient_id"], self.dentist_id, start,
+                                                           msg.appointment_id, caps)):
+                    raise self._refusal(refused, {})
                 for key in own:
                     await con.execute(sql.DELETE_HOLD, key)
                 kinds.append("rescheduled")

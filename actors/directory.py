@@ -1,8 +1,11 @@
 """Virtual-actor lifetime: activate on first use, reap when idle, fence restarts.
 
 Per-dentist actors run as their own tasks, outside any TaskGroup, so one
-dentist's bug cannot cancel the others. A key that crashes repeatedly is
-refused fast instead of being restarted in a loop.
+dentist's bug cannot cancel the others. A key whose actor cannot start
+(on_start fails with a bug, again and again) is refused fast instead of being
+restarted in a loop. Nothing a caller sends can fence a key: a message that
+crashes a turn fails that message only (actors/_base.py), and a database that
+is away is a temporary refusal (503), not a crash.
 """
 
 from __future__ import annotations
@@ -22,10 +25,10 @@ A = TypeVar("A", bound=Actor)
 
 
 class ActorUnavailable(HubError):
-    def __init__(self, key: str) -> None:
+    def __init__(self, key: str, retry_after: float) -> None:
         super().__init__(ErrorCode.SERVICE_UNAVAILABLE,
-                         "The dentist's schedule keeps failing and is paused, retry in a minute",
-                         {"actor": key}, temporary=True)
+                         "The dentist's schedule cannot be loaded and is paused, retry later",
+                         {"actor": key, "reason": "actor_paused"}, retry_after=retry_after)
 
 
 class Directory(Generic[A]):
@@ -65,7 +68,8 @@ class Directory(Generic[A]):
         if entry is not None and entry[0].alive and entry[0].stop_reason is None:
             return entry[0]
         if self._crash_looping(key):
-            raise ActorUnavailable(key)
+            crashes = self._crashes[key]
+            raise ActorUnavailable(key, crashes[-self.crash_limit] + self.crash_window - time.monotonic())
         actor = self._factory(key)
         previous = self._draining.get(key) or (entry[1] if entry is not None else None)
         task = asyncio.create_task(self._run(actor, previous), name=f"actor:{key}")
@@ -106,10 +110,13 @@ class Directory(Generic[A]):
             del self._draining[key]
         if task.cancelled():
             return
-        if task.exception() is not None:
-            self.crash_count += 1
+        exc = task.exception()
+        if exc is None or (isinstance(exc, HubError) and exc.temporary):
+            return  # a clean stop, or a start refused for now (the database is away): not the actor's fault
+        self.crash_count += 1
+        if not actor.started:  # only an actor that cannot start is fenced
             self._crashes[key].append(time.monotonic())
-            log.warning("actor %s stopped after a crash", key, extra={"actor": key})
+        log.warning("actor %s stopped after a crash", key, extra={"actor": key})
 
     def _crash_looping(self, key: str) -> bool:
         crashes = self._crashes.get(key)

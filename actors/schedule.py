@@ -198,6 +198,8 @@ class Schedule:
               duration_minutes: int | None = None, buffer_minutes: int = 0) -> list[Slot]:
         """Every grid slot of the local dates day_from..day_to, available when the
         rules allow it and `busy` (anything with overlaps(start, end)) has no overlap."""
+        if day_from <= date.min or day_to >= date.max - timedelta(days=1):  # the next day must exist
+            raise ScheduleError("dates must lie inside the calendar", "date")
         length = timedelta(minutes=duration_minutes or self.slot_minutes)
         blocked = length + timedelta(minutes=buffer_minutes)
         out = []

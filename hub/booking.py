@@ -22,7 +22,7 @@ from actors.dentist import DentistActor
 from actors.dentist_sql import APPOINTMENT_COLUMNS
 from actors.directory import Directory
 from actors.schedule import WEEKDAYS
-from hub import errors
+from hub import db, errors
 from hub.auth import Principal, acting_patient, require_user
 from hub.catalog import Catalog
 from hub.config import Settings
@@ -33,6 +33,11 @@ LongText = Annotated[str, msgspec.Meta(max_length=20000)]
 TypeName = Annotated[str, msgspec.Meta(min_length=1, max_length=40)]
 Status = Literal["pending", "confirmed", "completed", "cancelled", "no_show"]
 MAX_SLOT_DAYS = 31
+# Dates the hub reasons about lie within this many days of today: beyond any
+# booking horizon (at most 730 days), and far from the calendar's ends, where
+# date arithmetic (the next day, another time zone) would overflow.
+MAX_REACH_DAYS = 3660
+IDEMPOTENCY_KEY_MAX = 200
 
 
 class CreateAppointmentDTO(msgspec.Struct, forbid_unknown_fields=True):
@@ -136,12 +141,15 @@ class Booking:
 
     async def appointment(self, who: Principal, appointment_id: uuid.UUID) -> tuple[dict[str, Any], bool]:
         """The appointment with its documents, if the caller may see it; and
-        whether the caller is staff for it. NOT_FOUND hides others' records."""
-        row = await self.pool.fetchrow(
-            f"SELECT {_prefixed('a')}, d.user_id AS dentist_user_id, "
-            "coalesce((SELECT jsonb_agg(to_jsonb(doc) ORDER BY doc.created_at) FROM public.appointment_documents doc "
-            "WHERE doc.appointment_id = a.id), '[]') AS documents "
-            "FROM public.appointments a JOIN public.dentists d ON d.id = a.dentist_id WHERE a.id = $1", appointment_id)
+        whether the caller is staff for it. NOT_FOUND hides others' records.
+        Read under the caller's claims: RLS hides them too."""
+        async with db.as_caller(self.pool, who) as con:
+            row = await con.fetchrow(
+                f"SELECT {_prefixed('a')}, d.user_id AS dentist_user_id, "
+                "coalesce((SELECT jsonb_agg(to_jsonb(doc) ORDER BY doc.created_at) FROM public.appointment_documents doc "
+                "WHERE doc.appointment_id = a.id), '[]') AS documents "
+                "FROM public.appointments a JOIN public.dentists d ON d.id = a.dentist_id WHERE a.id = $1",
+                appointment_id)
         if row is None:
             raise errors.not_found("appointment", appointment_id)
         appt = dict(row)
@@ -154,8 +162,9 @@ class Booking:
     def idempotency(self, who: Principal, key: str | None, payload: bytes) -> m.Idempotency | None:
         if key is None:
             return None
-        if not 1 <= len(key) <= 200:
-            raise errors.invalid("Idempotency-Key must be 1 to 200 characters", field="Idempotency-Key")
+        if not (1 <= len(key) <= IDEMPOTENCY_KEY_MAX and key.isascii() and key.isprintable()):
+            raise errors.invalid(f"Idempotency-Key must be 1 to {IDEMPOTENCY_KEY_MAX} printable ASCII characters",
+                                 field="Idempotency-Key", location="header")
         user_key = str(who.user_id) if who.user_id and not who.is_service else f"service:{who.user_id or ''}"
         return m.Idempotency(user_key=user_key, key=key, request_hash=hashlib.sha256(payload).hexdigest())
 
@@ -194,6 +203,8 @@ class Booking:
             raise errors.invalid("Give date=YYYY-MM-DD, or from and to", field="date", location="query")
         if q.date is not None and (q.from_ or q.to):
             raise errors.invalid("Give either date, or from and to", field="date", location="query")
+        within_reach(first, "date" if q.date else "from", "query")
+        within_reach(last, "date" if q.date else "to", "query")
         if last < first or (last - first).days >= MAX_SLOT_DAYS:
             raise errors.invalid(f"from..to must be a range of 1 to {MAX_SLOT_DAYS} days", field="to",
                                  location="query")
@@ -206,6 +217,7 @@ class Booking:
 
     async def reserve(self, who: Principal, dentist_id: uuid.UUID, body: ReserveDTO,
                       idem: m.Idempotency | None = None) -> dict[str, Any]:
+        within_reach(body.slot_time, "slot_time")
         patient = acting_patient(who, body.patient_id)
         if body.patient_id is not None:
             await self._known_patient(patient)
@@ -241,15 +253,20 @@ class Booking:
 
     async def book(self, who: Principal, body: CreateAppointmentDTO,
                    idem: m.Idempotency | None = None) -> dict[str, Any]:
+        within_reach(body.appointment_date, "appointment_date")
         patient = acting_patient(who, body.patient_id)
         if body.patient_id is not None:
             await self._known_patient(patient)
         return await self.directory.ask(str(body.dentist_id), m.Book(
             patient_id=patient, start=body.appointment_date, appointment_type=body.appointment_type,
             notes=body.notes, patient_notes=body.patient_notes, medical_history=body.medical_history,
-            reservation_id=body.reservation_id, created_by=who.user_id, idempotency=idem))
+            reservation_id=body.reservation_id, created_by=who.user_id, idempotency=idem,
+            claims=None if who.is_service else db.claims_json(who),
+            capped=not (who.is_service or who.is_admin)))
 
     async def update(self, who: Principal, appointment_id: uuid.UUID, body: UpdateAppointmentDTO) -> dict[str, Any]:
+        if body.appointment_date is not None:
+            within_reach(body.appointment_date, "appointment_date")
         appt, staff = await self.appointment(who, appointment_id)
         if not staff and body.notes is not UNSET:
             raise errors.forbidden("Only staff may change the clinic's notes")
@@ -295,16 +312,24 @@ class Booking:
         if f.date_to is not None:
             where.append(f"a.appointment_date < {arg(_bound(f.date_to, 'date_to', end=True))}")
         clause = " AND ".join(where)
-        rows = await self.pool.fetch(
-            f"SELECT {_prefixed('a')}, count(*) OVER () AS total FROM public.appointments a "
-            f"JOIN public.dentists d ON d.id = a.dentist_id WHERE {clause} "
-            f"ORDER BY a.appointment_date, a.id LIMIT {arg(f.limit)} OFFSET {arg(f.offset)}", *args)
-        total = rows[0]["total"] if rows else await self.pool.fetchval(
-            f"SELECT count(*) FROM public.appointments a JOIN public.dentists d ON d.id = a.dentist_id "
-            f"WHERE {clause}", *args[:-2])
+        async with db.as_caller(self.pool, who) as con:  # RLS bounds the list whatever `where` says
+            rows = await con.fetch(
+                f"SELECT {_prefixed('a')}, count(*) OVER () AS total FROM public.appointments a "
+                f"JOIN public.dentists d ON d.id = a.dentist_id WHERE {clause} "
+                f"ORDER BY a.appointment_date, a.id LIMIT {arg(f.limit)} OFFSET {arg(f.offset)}", *args)
+            total = rows[0]["total"] if rows else await con.fetchval(
+                f"SELECT count(*) FROM public.appointments a JOIN public.dentists d ON d.id = a.dentist_id "
+                f"WHERE {clause}", *args[:-2])
         data = [{k: v for k, v in r.items() if k != "total"} for r in rows]
         return {"data": data, "pagination": {"total": total, "limit": f.limit, "offset": f.offset,
                                              "hasMore": f.offset + len(data) < total}}
+
+
+def within_reach(value: date | datetime, field: str, location: str = "body") -> None:
+    """VALIDATION_ERROR for a date too far from today to mean anything (9999-12-31)."""
+    day = value.date() if isinstance(value, datetime) else value  # its own calendar's date: a day either way is moot
+    if abs((day - date.today()).days) > MAX_REACH_DAYS:
+        raise errors.invalid(f"{field} must be within {MAX_REACH_DAYS} days of today", field=field, location=location)
 
 
 def _bound(value: str, field: str, *, end: bool) -> datetime:
@@ -315,12 +340,14 @@ def _bound(value: str, field: str, *, end: bool) -> datetime:
             day = date.fromisoformat(value)
             return datetime(day.year, day.month, day.day, tzinfo=timezone.utc) + timedelta(days=1 if end else 0)
         instant = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        if instant.tzinfo is not None:
+            return instant.astimezone(timezone.utc) + timedelta(microseconds=1 if end else 0)
+    except OverflowError:  # past the first or last representable instant: no bound at all
+        return (datetime.max if end else datetime.min).replace(tzinfo=timezone.utc)
     except ValueError:
-        instant = None
-    if instant is None or instant.tzinfo is None:
-        raise errors.invalid(f"{field} must be YYYY-MM-DD or an ISO datetime with a time zone", field=field,
-                             location="query")
-    return instant + timedelta(microseconds=1 if end else 0)
+        pass
+    raise errors.invalid(f"{field} must be YYYY-MM-DD or an ISO datetime with a time zone", field=field,
+                         location="query")
 
 
 def _prefixed(alias: str) -> str:

@@ -13,6 +13,8 @@ import sys
 import uuid
 from typing import Any, Awaitable, Callable
 
+import asyncpg
+
 from hub import db, demo, logs, metrics, migrate, users
 from hub.auth import APP_ROLES, JWT_ROLES, issue_token
 from hub.config import ConfigError, Settings
@@ -31,7 +33,7 @@ def _database(settings: Settings) -> Settings:
 
 def _with_connection(settings: Settings, work: Callable[[Any], Awaitable[Any]]) -> Any:
     async def run() -> Any:
-        con = await db.connect(settings.database_url)
+        con = await db.connect(settings.direct_url)  # a session: migrations hold an advisory lock
         try:
             return await work(con)
         finally:
@@ -71,8 +73,7 @@ def _demo_once(settings: Settings) -> None:
 
 
 def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
-    from aiohttp import web
-
+    from web import server
     from web.app import create_app
 
     settings = _database(dataclasses.replace(settings, host=args.host or settings.host,
@@ -92,8 +93,7 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     metrics.watch_gc()
     # SIGTERM: stop accepting, tell sockets to reconnect elsewhere (1012), let
     # requests and actor turns finish, close the pool (web/app.py, cleanup order).
-    web.run_app(create_app(settings), host=settings.host, port=settings.port, reuse_port=args.reuse_port,
-                access_log=None, print=None, shutdown_timeout=5, loop=_event_loop())
+    server.serve(create_app(settings), settings, reuse_port=args.reuse_port, shutdown_timeout=5, loop=_event_loop())
     log.info("stopped")
     return 0
 
@@ -116,9 +116,12 @@ def _supervise(settings: Settings, workers: int) -> int:
     import signal
     import subprocess
 
+    # Children are workers, never supervisors: `--workers 1` wins over a WORKERS
+    # they would otherwise inherit (and each fork N more, without bound).
     env = {**os.environ, "DATABASE_URL": settings.database_url or "", "JWT_SECRET": settings.jwt_secret}
+    env.pop("WORKERS", None)
     command = [sys.executable, "-m", "hub", "serve", "--host", settings.host, "--port", str(settings.port),
-               "--reuse-port"]
+               "--reuse-port", "--workers", "1"]
     children = [subprocess.Popen(command, env=env) for _ in range(workers)]
     log.info("started %d workers on %s:%d", workers, settings.host, settings.port)
 
@@ -134,7 +137,24 @@ def _supervise(settings: Settings, workers: int) -> int:
 
 
 def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
-    _migrate(_database(settings))
+    settings = _database(settings)
+    try:
+        return _migrate_or_dry_run(settings, args)
+    except (OSError, asyncpg.PostgresError) as exc:
+        print(f"hub: migrate: database error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+
+
+def _migrate_or_dry_run(settings: Settings, args: argparse.Namespace) -> int:
+    if not args.dry_run:
+        _migrate(settings)
+        return 0
+    files = migrate.load(settings.sql_dir)
+    lines, problems = _with_connection(settings, lambda con: migrate.dry_run(con, files))
+    print("\n".join(lines) or "nothing to apply")
+    if problems:
+        print("hub: migrate would fail; nothing was changed:\n  - " + "\n  - ".join(problems), file=sys.stderr)
+        return 1
     return 0
 
 
@@ -147,7 +167,8 @@ def cmd_user_add(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_token(settings: Settings, args: argparse.Namespace) -> int:
-    print(issue_token(settings.jwt_secret, args.sub, role=args.role, ttl=args.ttl, email=args.email))
+    print(issue_token(settings.jwt_secret, args.sub, role=args.role, ttl=args.ttl, email=args.email,
+                      issuer=settings.jwt_issuers[0] if settings.jwt_issuers else "dental-hub"))
     return 0
 
 
@@ -171,7 +192,9 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--reuse-port", action="store_true", help="bind with SO_REUSEPORT (set by --workers)")
     serve.set_defaults(run=cmd_serve)
 
-    sub.add_parser("migrate", help="apply pending migrations from sql/").set_defaults(run=cmd_migrate)
+    mig = sub.add_parser("migrate", help="apply pending migrations from sql/ (adopting an existing clinic schema)")
+    mig.add_argument("--dry-run", action="store_true", help="print what would change, one line each; change nothing")
+    mig.set_defaults(run=cmd_migrate)
 
     user = sub.add_parser("user", help="manage users").add_subparsers(dest="user_command", required=True)
     add = user.add_parser("add", help="create a user and print its id")

@@ -7,6 +7,7 @@ INTERNAL_ERROR without internals.
 from __future__ import annotations
 
 import enum
+import math
 import re
 from datetime import datetime, timezone
 from typing import Any
@@ -28,6 +29,7 @@ class ErrorCode(enum.StrEnum):
     PAYLOAD_TOO_LARGE = "PAYLOAD_TOO_LARGE"
     RATE_LIMITED = "RATE_LIMITED"
     SERVICE_UNAVAILABLE = "SERVICE_UNAVAILABLE"
+    INSUFFICIENT_STORAGE = "INSUFFICIENT_STORAGE"
 
 
 HTTP_STATUS: dict[ErrorCode, int] = {
@@ -43,6 +45,7 @@ HTTP_STATUS: dict[ErrorCode, int] = {
     ErrorCode.PAYLOAD_TOO_LARGE: 413,
     ErrorCode.RATE_LIMITED: 429,
     ErrorCode.SERVICE_UNAVAILABLE: 503,
+    ErrorCode.INSUFFICIENT_STORAGE: 507,
 }
 
 
@@ -50,16 +53,18 @@ class HubError(Exception):
     """An expected failure the caller can act on.
 
     `temporary` marks failures worth retrying later (overload, an actor
-    restarting), as centrifuge's `Error.Temporary` does.
+    restarting), as centrifuge's `Error.Temporary` does; `retry_after` is
+    when, in seconds (the `Retry-After` header).
     """
 
     def __init__(self, code: ErrorCode, message: str, details: dict[str, Any] | None = None,
-                 *, temporary: bool = False) -> None:
+                 *, temporary: bool = False, retry_after: float | None = None) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
         self.details = details
-        self.temporary = temporary
+        self.temporary = temporary or retry_after is not None
+        self.retry_after = retry_after
 
     @property
     def status(self) -> int:
@@ -72,6 +77,13 @@ class HubError(Exception):
             error["details"] = self.details
         error["timestamp"] = datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
         return {"error": error}
+
+    def headers(self) -> dict[str, str] | None:
+        """`Retry-After` for a refusal the caller should retry (every 503 has one)."""
+        after = self.retry_after
+        if after is None and self.code is ErrorCode.SERVICE_UNAVAILABLE:
+            after = 1
+        return None if after is None else {"Retry-After": str(max(1, math.ceil(after)))}
 
     def __repr__(self) -> str:
         return f"HubError({self.code.value}, {self.message!r}, details={self.details!r})"
@@ -97,6 +109,18 @@ def invalid(message: str, field: str | None = None, **extra: Any) -> HubError:
 
 def conflict(message: str, **details: Any) -> HubError:
     return HubError(ErrorCode.CONFLICT, message, details or None)
+
+
+def storage_error(exc: OSError) -> HubError:
+    """The upload directory cannot take the file (full, read-only, gone): 507, nothing kept."""
+    return HubError(ErrorCode.INSUFFICIENT_STORAGE, "The document store cannot take this file now; nothing was saved",
+                    {"reason": exc.strerror or type(exc).__name__, "errno": exc.errno}, temporary=True)
+
+
+def database_unavailable() -> HubError:
+    """The database is away (restarting, unreachable): nothing was decided; retry shortly."""
+    return HubError(ErrorCode.SERVICE_UNAVAILABLE, "The database is unavailable, retry shortly",
+                    {"reason": "database_unavailable"}, retry_after=1)
 
 
 _AT = re.compile(r" - at `\$(.*)`$")

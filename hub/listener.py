@@ -107,4 +107,4 @@ class Listener:
                     con.terminate()
             self.reconnects += 1
             await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, 5.0)
+            backoff = min(backoff * 2, 1.0)  # a local connect attempt is cheap; being back soon is not

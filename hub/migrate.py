@@ -1,9 +1,14 @@
 """Numbered SQL migrations in `sql/`, applied once each and recorded with a checksum.
 
-`sql/0001_init.up.sql` is version 1. Each file runs in its own transaction;
-an advisory lock keeps several processes (a `release:` step racing a worker)
-from applying the same file twice. An applied file must never change: the
-hub refuses to serve a database whose record differs from the files.
+`sql/0001_init.up.sql` is version 1. Each file runs in its own transaction,
+under a transaction-scoped advisory lock that keeps several processes (a
+`release:` step racing a worker) from applying the same file twice. An
+applied file must never change: the hub refuses to serve a database whose
+record differs from the files.
+
+A database that already holds what 0001 creates (a clinic's Supabase project)
+is adopted instead of initialized: see hub/adopt.py. `dry_run` says what
+`migrate` would do and changes nothing.
 """
 
 from __future__ import annotations
@@ -15,6 +20,8 @@ import re
 from pathlib import Path
 
 import asyncpg
+
+from hub import adopt
 
 log = logging.getLogger("hub.migrate")
 
@@ -80,32 +87,124 @@ def _differences(applied: dict[int, tuple[str, str]], files: list[Migration]) ->
     return problems
 
 
+_RECORD = "INSERT INTO public.schema_migrations (version, name, checksum) VALUES ($1, $2, $3)"
+
+
+async def _adoption(con: asyncpg.Connection, files: list[Migration],
+                    applied: dict[int, tuple[str, str]]) -> adopt.Adoption | None:
+    """The plan to adopt this database in place of 0001, if it needs one."""
+    if not files or files[0].version != 1 or 1 in applied or not await adopt.needed(con):
+        return None
+    adoption = adopt.Adoption(con, files[0])
+    try:
+        await adoption.plan()
+    except adopt.Refused as exc:
+        raise _refusal(exc.problems) from None
+    return adoption
+
+
+def _refusal(problems: list[str]) -> MigrationError:
+    return MigrationError("cannot adopt this database; nothing was changed:\n  - " + "\n  - ".join(problems))
+
+
 async def migrate(con: asyncpg.Connection, files: list[Migration]) -> list[Migration]:
     """Apply the pending migrations; returns those applied.
 
-    Raises MigrationError if an applied migration differs from its file.
+    Raises MigrationError if an applied migration differs from its file, if
+    an existing database cannot be adopted, or if a migration fails (it is
+    rolled back). Each numbered file takes the lock inside its own
+    transaction (never a session lock), so this is also safe through a
+    transaction pooler, where a session lock could be left held on a server
+    connection someone else gets next. Adoption, a one-time step that runs
+    several transactions, holds a session lock: run it over a direct
+    connection (the CLI uses DATABASE_DIRECT_URL).
+    """
+    applied = await _applied(con)
+    problems = _differences(applied, files)
+    if problems:
+        raise MigrationError("; ".join(problems))
+    done = []
+    adoption = await _adoption(con, files, applied)
+    if adoption is not None:
+        await con.execute("SELECT pg_advisory_lock($1)", _LOCK)
+        try:
+            pending = [m for m in files[1:] if m.version not in applied]
+            problems = await adoption.rehearse(pending, _TABLE)
+            if problems:
+                raise _refusal(problems)
+            log.info("adopting the existing schema as %04d_%s", files[0].version, files[0].name)
+            try:
+                await adoption.apply([(_TABLE, ()), (_RECORD, (files[0].version, files[0].name, files[0].checksum))])
+            except adopt.Refused as exc:
+                raise _refusal(exc.problems) from None
+            except asyncpg.PostgresError as exc:
+                raise MigrationError(f"adopting the existing schema failed and was rolled back: {exc}") from None
+        finally:
+            await con.execute("SELECT pg_advisory_unlock($1)", _LOCK)
+        applied = await _applied(con)
+        done.append(files[0])
+    for migration in files:
+        if migration.version in applied:
+            continue
+        try:
+            async with con.transaction():
+                await con.execute("SELECT pg_advisory_xact_lock($1)", _LOCK)
+                await con.execute(_TABLE)
+                if await con.fetchval("SELECT EXISTS (SELECT 1 FROM public.schema_migrations WHERE version = $1)",
+                                      migration.version):
+                    continue  # another process applied it while we waited
+                log.info("applying migration %04d_%s", migration.version, migration.name)
+                await con.execute(migration.sql)
+                await con.execute(_RECORD, migration.version, migration.name, migration.checksum)
+        except asyncpg.PostgresError as exc:
+            raise MigrationError(f"{migration.version:04d}_{migration.name} failed and was rolled back: "
+                                 f"{type(exc).__name__}: {exc}") from None
+        done.append(migration)
+    return done
+
+
+async def dry_run(con: asyncpg.Connection, files: list[Migration]) -> tuple[list[str], list[str]]:
+    """(what `migrate` would do, one line each; why it could not), changing nothing.
+
+    The pending files are run in a transaction that is rolled back, so a file
+    that would fail is found too.
     """
     await con.execute("SELECT pg_advisory_lock($1)", _LOCK)
     try:
-        await con.execute(_TABLE)
         applied = await _applied(con)
         problems = _differences(applied, files)
         if problems:
-            raise MigrationError("; ".join(problems))
-        done = []
-        for migration in files:
-            if migration.version in applied:
-                continue
-            log.info("applying migration %04d_%s", migration.version, migration.name)
-            async with con.transaction():
-                await con.execute(migration.sql)
-                await con.execute(
-                    "INSERT INTO public.schema_migrations (version, name, checksum) VALUES ($1, $2, $3)",
-                    migration.version, migration.name, migration.checksum)
-            done.append(migration)
-        return done
+            return [], problems
+        lines = [] if await con.fetchval("SELECT to_regclass('public.schema_migrations') IS NOT NULL") \
+            else ["create table schema_migrations"]
+        pending = [m for m in files if m.version not in applied]
+        adoption = await _adoption(con, files, applied)
+        if adoption is not None:
+            lines.append(f"adopt the existing schema as {files[0].version:04d}_{files[0].name}:")
+            lines += ["  " + a.line for a in adoption.actions]
+            problems = await adoption.rehearse(pending[1:], _TABLE)
+            pending = pending[1:]
+        else:
+            problems = await _rehearse(con, pending)
+        lines += [f"apply {m.version:04d}_{m.name}" for m in pending]
+        return lines, problems
     finally:
         await con.execute("SELECT pg_advisory_unlock($1)", _LOCK)
+
+
+async def _rehearse(con: asyncpg.Connection, pending: list[Migration]) -> list[str]:
+    tx = con.transaction()
+    await tx.start()
+    try:
+        await con.execute(_TABLE)
+        for migration in pending:
+            try:
+                await con.execute(migration.sql)
+            except asyncpg.PostgresError as exc:
+                return [f"{migration.version:04d}_{migration.name} would fail: {type(exc).__name__}: {exc}"]
+        return []
+    finally:
+        await tx.rollback()
 
 
 async def check(con: asyncpg.Connection, files: list[Migration]) -> None:

@@ -12,11 +12,35 @@ from hub import errors
 from hub.auth import APP_ROLES, Claims, Principal
 
 _ROLES = """
-SELECT EXISTS (SELECT 1 FROM auth.users WHERE id = $1) AS known,
+SELECT EXISTS (SELECT 1 FROM public.profiles WHERE id = $1) AS known,
        coalesce((SELECT array_agg(role::text) FROM public.user_roles WHERE user_id = $1), '{}') AS roles
 """
-# ON CONFLICT: two first requests of one new user may race.
-_SIGN_UP = "INSERT INTO auth.users (id, email) VALUES ($1, $2) ON CONFLICT (id) DO NOTHING"
+# Sign-up, idempotent so that it coexists with a sign-up trigger on auth.users
+# (the hub's own, or an adopted clinic's, which may insert the profile and role
+# first or not at all) and with a user Supabase Auth already created. ON
+# CONFLICT without a target: two first requests of one new user may race, and
+# Supabase's auth.users also has a unique email (then the user gets no email).
+_SIGN_UP_USER = """
+INSERT INTO auth.users (id, email)
+SELECT $1, CASE WHEN EXISTS (SELECT 1 FROM auth.users WHERE email = $2) THEN NULL ELSE $2 END
+ON CONFLICT DO NOTHING
+"""
+_SIGN_UP_PROFILE = "INSERT INTO public.profiles (id, email) VALUES ($1, $2) ON CONFLICT DO NOTHING"
+_SIGN_UP_ROLE = """
+INSERT INTO public.user_roles (user_id, role)
+SELECT $1, 'patient' WHERE NOT EXISTS (SELECT 1 FROM public.user_roles WHERE user_id = $1)
+ON CONFLICT DO NOTHING
+"""
+
+
+async def sign_up(con: asyncpg.Connection, user_id: uuid.UUID, email: str | None) -> None:
+    """Make sure the user, their profile and (if they have no role) the patient role exist."""
+    async with con.transaction():
+        await con.execute(_SIGN_UP_USER, user_id, email)
+        await con.execute(_SIGN_UP_PROFILE, user_id, email)
+        await con.execute(_SIGN_UP_ROLE, user_id)
+
+_ANONYMOUS = frozenset({"patient"})
 
 PROFILE = """
 SELECT p.id, p.email, p.full_name, p.phone, p.date_of_birth, p.created_at, p.updated_at,
@@ -42,25 +66,36 @@ class Principals:
     def forget(self, user_id: uuid.UUID) -> None:
         self._roles.pop(user_id, None)
 
+    def clear(self) -> None:
+        self._roles.clear()
+
     async def get(self, claims: Claims) -> Principal:
         """A user seen for the first time is signed up as a patient, as
-        Supabase's sign-up trigger would."""
+        Supabase's sign-up trigger would. An anonymous sign-in (Supabase's
+        `is_anonymous`) is a patient and nothing more, whatever `user_roles`
+        says: staff access needs a real account."""
+        if claims.is_anonymous and claims.sub is not None:
+            await self._roles_of(claims)  # signs them up on first sight
+            return Principal(claims, _ANONYMOUS)
+        return Principal(claims, await self._roles_of(claims))
+
+    async def _roles_of(self, claims: Claims) -> frozenset[str]:
         if claims.role != "authenticated" or claims.sub is None:
-            return Principal(claims)
+            return frozenset()
         now = time.monotonic()
         cached = self._roles.get(claims.sub)
         if cached is not None and cached[0] > now:
-            return Principal(claims, cached[1])
+            return cached[1]
         async with self._pool.acquire() as con:
             row = await con.fetchrow(_ROLES, claims.sub)
             if not row["known"]:
-                await con.execute(_SIGN_UP, claims.sub, claims.email)
+                await sign_up(con, claims.sub, claims.email)
                 row = await con.fetchrow(_ROLES, claims.sub)
         roles = frozenset(row["roles"])
         if len(self._roles) >= self._size:
             self._roles.clear()  # crude but bounded; entries are cheap to refetch
         self._roles[claims.sub] = (now + self._ttl, roles)
-        return Principal(claims, roles)
+        return roles
 
 
 async def create_user(con: asyncpg.Connection, *, email: str | None, full_name: str | None,
@@ -69,6 +104,7 @@ async def create_user(con: asyncpg.Connection, *, email: str | None, full_name: 
     async with con.transaction():
         uid = await con.fetchval("INSERT INTO auth.users (id, email) VALUES (coalesce($1, gen_random_uuid()), $2) RETURNING id",
                                  user_id, email)
+        await sign_up(con, uid, email)
         await con.execute("UPDATE public.profiles SET full_name = $2 WHERE id = $1", uid, full_name)
         await set_roles(con, uid, roles)
     return uid

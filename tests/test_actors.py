@@ -23,6 +23,10 @@ class Counter(Actor):
 
     async def on_start(self) -> None:
         Counter.starts += 1
+        if self.key == "broken":
+            raise RuntimeError("cannot load")
+        if self.key == "database-away":
+            raise HubError(ErrorCode.SERVICE_UNAVAILABLE, "database away", temporary=True)
 
     async def on_stop(self, reason: StopReason) -> None:
         self.stopped = reason
@@ -82,14 +86,39 @@ async def test_crash_fails_caller_and_next_use_reactivates(directory) -> None:
     await directory.aclose()
 
 
-async def test_crash_loop_is_refused_fast(directory) -> None:
+async def test_an_actor_that_cannot_start_is_refused_fast(directory) -> None:
     for _ in range(2):
-        with pytest.raises(HubError):
-            await directory.ask("a", "crash")
+        with pytest.raises(HubError):  # ActorDeadError, or the fence already
+            await directory.ask("broken", ("add", 1))
         await asyncio.sleep(0)
-    with pytest.raises(ActorUnavailable):
-        directory.get("a")
+    with pytest.raises(ActorUnavailable) as exc:
+        directory.get("broken")
+    assert exc.value.headers() == {"Retry-After": "60"}
+    assert directory.crash_looping() == ["broken"]
     assert await directory.ask("b", ("add", 1)) == 1  # other keys are unaffected
+    await directory.aclose()
+
+
+async def test_no_message_can_fence_an_actor(directory) -> None:
+    """Crashing turns fail their own callers only, however many there are."""
+    for _ in range(5):
+        with pytest.raises(HubError) as exc:
+            await directory.ask("a", "crash")
+        assert exc.value.code == ErrorCode.INTERNAL_ERROR
+        await asyncio.sleep(0)
+    assert directory.crash_looping() == []
+    assert await directory.ask("a", ("add", 1)) == 1
+    await directory.aclose()
+
+
+async def test_a_start_refused_for_now_is_not_a_crash(directory) -> None:
+    """The database away at activation: every caller hears 503, and nothing is fenced."""
+    for _ in range(5):
+        with pytest.raises(HubError) as exc:
+            await directory.ask("database-away", ("add", 1))
+        assert exc.value.code == ErrorCode.SERVICE_UNAVAILABLE and exc.value.message == "database away"
+        await asyncio.sleep(0)
+    assert directory.crash_looping() == [] and directory.crash_count == 0
     await directory.aclose()
 
 

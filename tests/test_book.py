@@ -5,21 +5,19 @@ from __future__ import annotations
 import dataclasses
 import uuid
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from hub.config import Settings
-from tests.conftest import SECRET, Api, assert_error, make_dentist, slot_at
+from tests.conftest import Api, assert_error, make_dentist, slot_at
 from web import create_app
 
 
 @pytest.fixture
-def settings(scratch_dsn: str, tmp_path: Path) -> Settings:
-    """A database of the test's own, so the book shows exactly this test's clinic."""
-    return Settings(env="test", database_url=scratch_dsn, jwt_secret=SECRET, var_dir=tmp_path,
-                    upload_dir=tmp_path / "uploads", db_pool_min=1, db_pool_max=10, clinic_timezone="UTC")
+def settings(settings: Settings, scratch_dsn: str) -> Settings:
+    """A database of the test's own, so the book shows exactly the clinic the test made."""
+    return dataclasses.replace(settings, database_url=scratch_dsn, clinic_timezone="UTC")
 
 
 async def name(api: Api, user: Any, full_name: str, phone: str | None = None, email: str | None = None) -> None:

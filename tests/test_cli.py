@@ -62,3 +62,61 @@ def test_production_requires_a_secret() -> None:
     out = subprocess.run([sys.executable, "-m", "hub", "token", "--role", "service_role"],
                          env={**env, "HUB_ENV": "production"}, capture_output=True, text=True, timeout=60)
     assert out.returncode == 2 and "JWT_SECRET must be set" in out.stderr
+
+
+def _descendants(pid: int) -> set[int]:
+    """Every process below `pid`, from /proc (children of children too)."""
+    parents: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    parents[int(entry)] = int(f.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                pass  # exited meanwhile
+    found, frontier = set(), {pid}
+    while frontier:
+        frontier = {p for p, parent in parents.items() if parent in frontier} - found
+        found |= frontier
+    return found
+
+
+def test_workers_from_the_environment_are_workers_not_supervisors(dsn: str, tmp_path) -> None:
+    """WORKERS=2 hub serve: one supervisor and two workers, and it stays so
+    (each child used to read WORKERS too and fork two more, without bound)."""
+    import socket
+    import time
+    import urllib.request
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "JWT_SECRET": SECRET, "HUB_ENV": "test", "LOG_LEVEL": "WARNING", "DATABASE_URL": dsn,
+           "HUB_VAR_DIR": str(tmp_path), "WORKERS": "2"}
+    log = open(tmp_path / "serve.log", "w")
+    proc = subprocess.Popen([sys.executable, "-m", "hub", "serve", "--host", "127.0.0.1", "--port", str(port)],
+                            env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 60
+        while True:  # up: both workers answer
+            assert proc.poll() is None, (tmp_path / "serve.log").read_text()
+            assert len(_descendants(proc.pid)) <= 2
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as resp:
+                    if resp.status == 200 and len(_descendants(proc.pid)) == 2:
+                        break
+            except OSError:
+                pass
+            assert time.monotonic() < deadline, "hub serve with WORKERS=2 did not come up"
+            time.sleep(0.1)
+        until = time.monotonic() + 3  # and stays at 1 + 2 (the bug had 3, 7, 15 after 1, 2, 3 s)
+        while time.monotonic() < until:
+            assert len(_descendants(proc.pid)) == 2, _descendants(proc.pid)
+            time.sleep(0.1)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

@@ -5,6 +5,7 @@ Each test has a database of its own, so the day view shows exactly the clinic th
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import shutil
 import time
@@ -15,28 +16,25 @@ from typing import Any
 import pytest
 
 from hub.config import Settings
-from tests.conftest import SECRET, make_dentist, slot_at
+from tests.conftest import SECRET, make_dentist, needs, slot_at
 
 CHROMIUM = os.environ.get("CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
 # The README's screenshots: refreshed with SCREENSHOTS=1, so a test run leaves the checkout clean.
 IMG = Path(__file__).resolve().parent.parent / "docs" / "img" if os.environ.get("SCREENSHOTS") else None
-pytestmark = pytest.mark.skipif(
-    CHROMIUM is None and os.environ.get("CI") != "true",
-    reason="LOUD SKIP: no Chromium found; `make test` installs Debian's chromium package as root "
-           "(apt-get install chromium), or set CHROMIUM=/path/to/chromium")
+pytestmark = needs(CHROMIUM is None, "LOUD SKIP: no Chromium found; `make test` installs Debian's chromium package "
+                                    "as root (apt-get install chromium), or set CHROMIUM=/path/to/chromium")
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
         "--disable-component-update", "--disable-sync"]
 
 
 @pytest.fixture
-def settings(scratch_dsn: str, tmp_path: Path) -> Settings:
-    return Settings(env="test", database_url=scratch_dsn, jwt_secret=SECRET, var_dir=tmp_path,
-                    upload_dir=tmp_path / "uploads", db_pool_min=1, db_pool_max=10, clinic_timezone="UTC")
+def settings(settings: Settings, scratch_dsn: str) -> Settings:
+    """A database of the test's own, so the book shows exactly the clinic the test made."""
+    return dataclasses.replace(settings, database_url=scratch_dsn, clinic_timezone="UTC")
 
 
 @pytest.fixture
 async def browser():
-    assert CHROMIUM, "Chromium is required in CI (make test installs Debian's chromium)"
     playwright_api = pytest.importorskip("playwright.async_api")
     async with playwright_api.async_playwright() as p:
         launched = await p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
@@ -115,8 +113,6 @@ async def test_two_desks_one_books_the_other_sees_it_within_a_second(api, clinic
 
 @pytest.fixture
 def short_holds(settings: Settings) -> Settings:
-    import dataclasses
-
     return dataclasses.replace(settings, hold_ttl_seconds=3)
 
 
@@ -216,8 +212,6 @@ async def test_keyboard_only_booking(api, clinic, browser) -> None:
 
 @pytest.mark.parametrize(("day", "hours"), [("2026-10-25", 25), ("2027-03-28", 23), ("2026-11-30", 24)])
 async def test_daylight_saving_days_have_their_true_length(aiohttp_client, settings, browser, day, hours) -> None:
-    import dataclasses
-
     from tests.conftest import Api
     from web import create_app
 
@@ -361,8 +355,6 @@ async def test_the_live_socket_is_one_per_page(api, clinic, browser) -> None:
 async def test_the_demo_clinic_looks_like_a_real_morning(aiohttp_client, settings, browser) -> None:
     """The demo `make run` creates, drawn: several dentists' day, a week, a patient panel (the README's
     screenshots, written with SCREENSHOTS=1)."""
-    import dataclasses
-
     from hub import demo
     from tests.conftest import Api
     from web import create_app

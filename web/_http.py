@@ -13,9 +13,12 @@ from hub import errors, users
 from hub.auth import Principal, bearer, verify_token
 from hub.booking import Booking
 from hub.config import Settings
+from hub.keys import Keys
+from web.limits import LIMITS as RATE_LIMITS
 
 SETTINGS = web.AppKey("settings", Settings)
 POOL = web.AppKey("pool", asyncpg.Pool)
+KEYS = web.AppKey("keys", Keys)  # what verify_token checks tokens against
 BOOKING = web.AppKey("booking", Booking)
 PRINCIPALS = web.AppKey("principals", users.Principals)
 # Per-request facts the access log reports.
@@ -47,12 +50,16 @@ async def principal(request: web.Request) -> Principal:
     cached = request.get(PRINCIPAL)
     if cached is not None:
         return cached
-    claims = verify_token(request.app[SETTINGS].jwt_secret, bearer(request.headers.get("Authorization")))
+    token = bearer(request.headers.get("Authorization"))
+    await request.app[KEYS].ready_for(token)  # a key rotated in a moment ago: fetch it first
+    claims = verify_token(request.app[KEYS], token)
     if claims.role == "anon":
         raise errors.unauthorized("Sign in required: anon tokens cannot call the API")
     who = await request.app[PRINCIPALS].get(claims)
     request[PRINCIPAL] = who
     request[USER_ID] = str(who.user_id) if who.user_id else claims.role
+    if RATE_LIMITS in request.app:
+        request.app[RATE_LIMITS].check_user(request, who)
     return who
 
 
@@ -76,6 +83,8 @@ async def read(request: web.Request, type_: type[T]) -> T:
         return msgspec.json.decode(raw or b"null", type=type_)
     except msgspec.DecodeError as exc:
         raise errors.from_validation(exc) from None
+    except (UnicodeDecodeError, RecursionError) as exc:  # not UTF-8; nested past the decoder's depth
+        raise errors.invalid(f"Malformed JSON: {exc}", field=None, location="body") from None
 
 
 def query(request: web.Request, type_: type[T], lists: tuple[str, ...] = ()) -> T:

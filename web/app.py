@@ -17,17 +17,20 @@ from actors.batch import GroupCommit
 from actors.dentist import DentistActor, Rules
 from actors.directory import Directory
 from hub import db, metrics, migrate, users
+from hub.auth import verify_token
 from hub.booking import Booking
 from hub.catalog import Catalog
 from hub.config import Settings
 from hub.errors import HTTP_STATUS, ErrorCode, HubError
 from hub.feed import Feed
+from hub.keys import Keys
 from hub.listener import Listener
 from hub.pubsub import PubSub
 from hub.sweeper import sweep_forever
 from web.realtime import Realtime
-from web import admin, appointments, availability, book, clinic, health, notifications, openapi, patients, profiles
-from web._http import BOOKING, POOL, PRINCIPALS, REQUEST_ID, SETTINGS, USER_ID, json
+from web import (admin, appointments, availability, book, clinic, health, limits, notifications, openapi, patients,
+                 profiles, relay)
+from web._http import BOOKING, KEYS, POOL, PRINCIPALS, REQUEST_ID, SETTINGS, USER_ID, json
 
 log = logging.getLogger("hub.http")
 
@@ -52,10 +55,7 @@ async def errors_and_access_log(request: web.Request, handler: Handler) -> web.S
     try:
         response = await handler(request)
     except HubError as exc:
-        response = json(exc.body(), exc.status)
-    except db.DATA_ERRORS as exc:
-        error = db.data_error(exc)
-        response = json(error.body(), error.status)
+        response = json(exc.body(), exc.status, exc.headers())
     except web.HTTPException as exc:
         if exc.status < 400:
             raise  # redirects are answers, not errors
@@ -65,10 +65,12 @@ async def errors_and_access_log(request: web.Request, handler: Handler) -> web.S
         response = json(HubError(code, message).body(), exc.status)
     except (asyncio.CancelledError, KeyboardInterrupt):
         raise
-    except Exception:
-        log.exception("unhandled error", extra={"request_id": request_id, "path": request.path})
-        response = json(HubError(ErrorCode.INTERNAL_ERROR, "An unexpected error occurred",
-                                 {"request_id": request_id}).body(), 500)
+    except Exception as exc:
+        error = db.as_hub_error(exc)  # the database away (503) or refusing a value (400): not a bug
+        if error is None:
+            log.exception("unhandled error", extra={"request_id": request_id, "path": request.path})
+            error = HubError(ErrorCode.INTERNAL_ERROR, "An unexpected error occurred", {"request_id": request_id})
+        response = json(error.body(), error.status, error.headers())
     if not response.prepared:
         response.headers["X-Request-Id"] = request_id
     resource = request.match_info.route.resource
@@ -89,7 +91,8 @@ async def _postgres(app: web.Application) -> AsyncIterator[None]:
     if not settings.database_url:
         raise RuntimeError("create_app needs settings.database_url (the CLI starts the embedded server)")
     pool = await db.create_pool(settings.database_url, min_size=settings.db_pool_min,
-                                max_size=settings.db_pool_max, command_timeout=settings.db_timeout)
+                                max_size=settings.db_pool_max, command_timeout=settings.db_timeout,
+                                statement_cache_size=settings.db_statement_cache)
     try:
         async with pool.acquire() as con:
             await migrate.check(con, migrate.load(settings.sql_dir))
@@ -100,6 +103,15 @@ async def _postgres(app: web.Application) -> AsyncIterator[None]:
     app[PRINCIPALS] = users.Principals(pool)
     yield
     await asyncio.wait_for(pool.close(), 10)
+
+
+async def _keys(app: web.Application) -> AsyncIterator[None]:
+    """The token keys: the secret, and Supabase Auth's JWKS fetched now and kept fresh."""
+    settings = app[SETTINGS]
+    keys = app[KEYS] = Keys(settings.jwt_secret, jwks_url=settings.jwt_jwks_url, issuers=settings.jwt_issuers)
+    await keys.start()
+    yield
+    await keys.aclose()
 
 
 PUBSUB = web.AppKey("pubsub", PubSub)
@@ -131,14 +143,18 @@ async def _actors(app: web.Application) -> AsyncIterator[None]:
     feed.started = await pool.fetchval("SELECT now()")
     rules = Rules(hold_ttl_seconds=settings.hold_ttl_seconds, hold_max_age_seconds=settings.hold_max_age_seconds,
                   max_holds_per_patient=settings.max_holds_per_patient,
-                  cancellation_window_hours=settings.cancellation_window_hours)
+                  cancellation_window_hours=settings.cancellation_window_hours,
+                  max_future_appointments_per_dentist=settings.max_future_appointments_per_dentist,
+                  max_appointments_per_day=settings.max_appointments_per_day)
     writes = GroupCommit(pool)
     directory: Directory[DentistActor] = Directory(
         lambda key: DentistActor(key, pool=pool, writes=writes, catalog=catalog, rules=rules, publish=feed.publish))
-    listener = Listener(settings.database_url or "", pool, directory, catalog, feed)
+    listener = Listener(settings.direct_url or "", pool, directory, catalog, feed)
     app[PUBSUB], app[DIRECTORY], app[LISTENER] = pubsub, directory, listener
     booking = app[BOOKING] = Booking(pool, directory, catalog, settings)
-    realtime = app[REALTIME] = Realtime(pool, app[PRINCIPALS], booking, settings.jwt_secret)
+    realtime = app[REALTIME] = Realtime(pool, app[PRINCIPALS], booking, app[KEYS],
+                                        retention_hours=settings.event_retention_hours)
+    realtime.heartbeat_timeout = settings.heartbeat_timeout_seconds
     pubsub.subscribe(realtime.on_event)
 
     def notified(con: Any, pid: int, channel: str, payload: str) -> None:
@@ -150,15 +166,13 @@ async def _actors(app: web.Application) -> AsyncIterator[None]:
             log.warning("ignored a malformed hub_notifications payload")
 
     listener.extra_channels["hub_notifications"] = notified
-    for name, receive in (("hub_broadcast", realtime.on_relayed_broadcast),
-                          ("hub_presence", realtime.on_relayed_presence)):
-        listener.extra_channels[name] = lambda con, pid, channel, payload, receive=receive: receive(payload)
-    listener.on_connect.append(realtime.request_presence)
+    realtime.listen(listener)
     metrics.track(lambda: (pool.get_size(), pool.get_idle_size()), lambda: len(directory),
                   lambda: len(realtime.sessions))
     tasks = [_supervised(listener.run(), "listener"), _supervised(directory.reap_forever(), "reaper"),
              _supervised(sweep_forever(pool, retention_hours=settings.event_retention_hours), "sweeper"), _supervised(_expire_tokens(realtime), "tokens"),
-             _supervised(realtime.record_latencies(), "latencies"), _supervised(realtime.relay_presence(), "presence")]
+             *[_supervised(loop, name) for name, loop in realtime.background()],
+             _supervised(_shed_when_cut_off(listener, realtime), "cut-off")]
     try:  # serve only once events from other processes can reach us
         await asyncio.wait_for(listener.ready.wait(), 10)
     except TimeoutError:
@@ -170,11 +184,34 @@ async def _actors(app: web.Application) -> AsyncIterator[None]:
     await asyncio.gather(*tasks, return_exceptions=True)
 
 
+CUT_OFF_AFTER = 3.0  # seconds without the event listener before sockets are sent elsewhere
+
+
+async def _shed_when_cut_off(listener: Listener, realtime: Realtime, every: float = 0.5) -> None:
+    """A process that cannot hear the database cannot tell its sockets what
+    others commit: after CUT_OFF_AFTER it closes them with 1012 (reconnect
+    elsewhere and resume by version), and refuses new ones until it hears
+    again (`_websocket`)."""
+    lost_at: float | None = None
+    shed = False
+    while True:
+        await asyncio.sleep(every)
+        if listener.connected:
+            lost_at, shed = None, False
+            continue
+        lost_at = lost_at or time.monotonic()
+        if not shed and listener.ready.is_set() and time.monotonic() - lost_at >= CUT_OFF_AFTER:
+            log.warning("cut off from the database for %.0fs: sending %d sockets elsewhere",
+                        time.monotonic() - lost_at, len(realtime.sessions))
+            shed = True
+            await realtime.close_all()
+
+
 async def _expire_tokens(realtime: Realtime, every: float = 5.0) -> None:
     """Channels whose token ran out are ended, as Supabase Realtime does."""
     while True:
         await asyncio.sleep(every)
-        realtime.expire_tokens()
+        realtime.joins.expire_tokens()
 
 
 async def _close_sockets(app: web.Application) -> None:
@@ -192,6 +229,10 @@ async def _metrics(request: web.Request) -> web.Response:
 
 
 async def _websocket(request: web.Request) -> web.StreamResponse:
+    listener = request.app[LISTENER]
+    if not listener.connected and listener.ready.is_set():
+        raise HubError(ErrorCode.SERVICE_UNAVAILABLE, "This process cannot hear the database; connect to another",
+                       {"reason": "database_unavailable"}, retry_after=1)
     return await request.app[REALTIME].websocket(request)
 
 
@@ -206,7 +247,10 @@ async def _realtime_health(app: web.Application) -> dict[str, int]:
 
 async def _actors_health(app: web.Application) -> dict[str, Any]:
     directory = app[DIRECTORY]
-    return {"active": len(directory), "crashes": directory.crash_count, "paused": directory.crash_looping()}
+    paused = directory.crash_looping()
+    if paused:  # those dentists cannot be booked here: not healthy, whatever else is
+        raise RuntimeError(f"{len(paused)} dentist(s) paused after failing to load: {', '.join(paused)}")
+    return {"active": len(directory), "crashes": directory.crash_count, "paused": paused}
 
 
 async def _database_health(app: web.Application) -> dict[str, int]:
@@ -216,15 +260,19 @@ async def _database_health(app: web.Application) -> dict[str, int]:
 
 
 def create_app(settings: Settings) -> web.Application:
-    app = web.Application(middlewares=[errors_and_access_log], client_max_size=settings.max_body_bytes)
+    app = web.Application(middlewares=[errors_and_access_log, limits.by_address],
+                          client_max_size=settings.max_body_bytes)
     app[SETTINGS] = settings
-    app.cleanup_ctx.extend([_postgres, _actors])
+    app[limits.LIMITS] = limits.RateLimits(settings.rate_limit_user_per_minute, settings.rate_limit_ip_per_minute)
+    app.cleanup_ctx.extend([_keys, _postgres, _actors])
     health.register(app, "database", _database_health)
     health.register(app, "realtime", _realtime_health)
     health.register(app, "actors", _actors_health)
     for module in (health, profiles, availability, appointments, notifications, clinic, openapi, book, patients):
         app.add_routes(module.routes)
     app.router.add_get("/realtime/v1/websocket", _websocket)
+    app.add_routes(relay.routes(lambda request: request.app[REALTIME].relay,
+                                lambda token: verify_token(app[KEYS], token)))
     app.router.add_get("/metrics", _metrics)
     admin.setup(app)
     app.on_shutdown.append(_close_sockets)

@@ -41,9 +41,12 @@ async def health(request: web.Request) -> web.Response:
     checks = request.app.get(CHECKS, {})
     results = await asyncio.gather(*(_run(request.app, c) for c in checks.values()))
     report = dict(zip(checks, results))
-    healthy = all(r["status"] == "ok" for r in results)
-    return json({
-        "status": "healthy" if healthy else "unhealthy",
+    failing = [f"{name}: {r['message']}" for name, r in report.items() if r["status"] != "ok"]
+    body: dict[str, Any] = {
+        "status": "unhealthy" if failing else "healthy",
         "timestamp": datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
         "checks": report,
-    }, status=200 if healthy else 503)
+    }
+    if failing:
+        body["reason"] = "; ".join(failing)  # what a pager shows first
+    return json(body, status=503 if failing else 200)

@@ -75,7 +75,9 @@ async function loadClosures () {
 const present = new Map()
 function renderPresence () {
   const list = $('#presence')
-  list.replaceChildren(...[...present].map(([key, metas]) => el('li', {}, `${metas[0].client || 'client'} · ${key.slice(0, 12)}`)))
+  // key, user_id and role are the hub's (from the token); `client` is whatever the client said
+  list.replaceChildren(...[...present].map(([key, metas]) =>
+    el('li', {}, `${metas[0].role || 'anon'} · ${metas[0].client || 'client'} · ${key.slice(0, 12)}`)))
   if (!present.size) list.append(el('li', {}, 'none'))
 }
 
@@ -130,7 +132,7 @@ if (cfg.dentist) {
       socket.join(`appointments:dentist_id=${d.dentist_id}`, { config: {} }, changed)
     }
   }).catch(notice)
-  socket.join('presence:clinic', { config: { presence: { key: `console-${cfg.userId}` } } }, (msg) => {
+  socket.join('presence:clinic', { config: {} }, (msg) => {
     if (msg.event === 'phx_reply' && msg.payload.status === 'ok' && msg.ref === socket.topics.get('presence:clinic').joinRef) {
       socket.send('presence:clinic', 'presence', { type: 'presence', event: 'track', payload: { client: 'admin-console' } })
     } else if (msg.event === 'presence_state') {
