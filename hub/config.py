@@ -9,6 +9,7 @@ import re
 import secrets
 from pathlib import Path
 from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 ROOT = Path(__file__).resolve().parent.parent
 log = logging.getLogger("hub.config")
@@ -82,6 +83,7 @@ class Settings:
     reminder_offsets: tuple[str, ...] = ("1d", "2h")
     reminder_max_late_minutes: int = 60
     reminder_poll_seconds: float = 15.0
+    clinic_timezone: str | None = None  # the console's time axis; unset: where most dentists work
 
     @property
     def direct_url(self) -> str | None:
@@ -151,6 +153,7 @@ class Settings:
             webhook_disable_after=_int(env, "WEBHOOK_DISABLE_AFTER", 3, 1, 1000),
             reminder_offsets=reminder_offsets(env.get("REMINDER_OFFSETS", "1d,2h")),
             reminder_max_late_minutes=_int(env, "REMINDER_MAX_LATE_MINUTES", 60, 1, 24 * 60),
+            clinic_timezone=_zone(env.get("CLINIC_TIMEZONE") or None),
         )
 
 
@@ -199,6 +202,13 @@ def reminder_offsets(raw: str) -> tuple[str, ...]:
     if len(set(labels)) != len(labels) or len(labels) > 10:
         raise ConfigError("REMINDER_OFFSETS takes at most 10 distinct entries")
     return labels
+def _zone(name: str | None) -> str | None:
+    if name is not None:
+        try:
+            ZoneInfo(name)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ConfigError(f"CLINIC_TIMEZONE must be an IANA time zone like Europe/London, got {name!r}") from None
+    return name
 
 
 def _dev_secret(var_dir: Path) -> str:

@@ -9,8 +9,10 @@ sees only their own schedule; anyone else is refused.
 
 from __future__ import annotations
 
-from datetime import date, datetime, timezone
+from datetime import date, datetime, timedelta
 from pathlib import Path
+from urllib.parse import urlencode
+from zoneinfo import ZoneInfo
 
 import aiohttp_jinja2
 import jinja2
@@ -19,7 +21,8 @@ from aiohttp import web
 from hub import errors
 from hub.auth import Principal, verify_token
 from hub.errors import HubError
-from web._http import KEYS, POOL, PRINCIPALS, json, principal
+from web._http import KEYS, POOL, PRINCIPALS, SETTINGS, json, principal
+from web.book import clinic_zone
 
 routes = web.RouteTableDef()
 COOKIE = "hub_console_token"
@@ -75,15 +78,22 @@ async def console(request: web.Request) -> web.StreamResponse:
     if chosen and chosen not in {str(d["id"]) for d in dentists}:
         return aiohttp_jinja2.render_template("login.html", request, {
             "error": "That dentist's schedule is not yours to see."}, status=403)
+    zone = ZoneInfo(clinic_zone(request.app[SETTINGS].clinic_timezone, dentists))
+    today = datetime.now(zone).date()
     try:
-        day = date.fromisoformat(request.query.get("date", "")) if request.query.get("date") else \
-            datetime.now(timezone.utc).date()
+        day = date.fromisoformat(request.query["date"]) if request.query.get("date") else today
     except ValueError:
-        day = datetime.now(timezone.utc).date()
+        day = today
     view = "week" if request.query.get("view") == "week" else "day"
+    step = timedelta(days=7 if view == "week" else 1)
+    extra = {"view": "week", "dentist": chosen} if view == "week" else {}
+    nav = {name: urlencode({**extra, "date": when.isoformat()})
+           for name, when in (("prev", day - step), ("next", day + step), ("today", today))}
+    names = {str(d["id"]): d["name"] for d in dentists}
+    title = f"Week of {names.get(chosen, '')}" if view == "week" else f"{day:%A %-d %B %Y}"
     return aiohttp_jinja2.render_template("console.html", request, {
         "dentists": dentists, "dentist": chosen, "day": day.isoformat(), "view": view, "token": token,
-        "is_admin": who.is_admin, "user_id": str(who.user_id)})
+        "is_admin": who.is_admin, "user_id": str(who.user_id), "nav": nav, "title": title})
 
 
 @routes.post("/admin/login")

@@ -30,8 +30,8 @@ from hub.sweeper import sweep_forever
 from hub.webhooks import WebhookWorker
 from web.realtime import Realtime
 from hub.waitlist import Waitlist
-from web import (admin, appointments, availability, calendar, clinic, health, limits, mcp, notifications, openapi,
-                 profiles, relay, waitlist, webhooks)
+from web import (admin, appointments, availability, book, calendar, clinic, health, limits, mcp, notifications,
+                 openapi, patients, profiles, relay, waitlist, webhooks)
 from web._http import BOOKING, KEYS, POOL, PRINCIPALS, REQUEST_ID, SETTINGS, USER_ID, WAITLIST, json
 
 log = logging.getLogger("hub.http")
@@ -276,7 +276,7 @@ def create_app(settings: Settings) -> web.Application:
     health.register(app, "realtime", _realtime_health)
     health.register(app, "actors", _actors_health)
     for module in (health, profiles, availability, appointments, notifications, clinic, openapi, webhooks, calendar,
-                   waitlist, mcp):
+                   waitlist, mcp, book, patients):
         app.add_routes(module.routes)
     app.router.add_get("/realtime/v1/websocket", _websocket)
     app.add_routes(relay.routes(lambda request: request.app[REALTIME].relay,

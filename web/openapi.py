@@ -19,8 +19,10 @@ from hub.booking import (AppointmentFilters, AvailabilityDTO, CancelDTO, CreateA
 from hub.errors import ErrorCode
 from web import calendar, webhooks
 from hub.waitlist import WaitlistDTO, WaitlistFilters
+from web.book import BookQuery
 from web.clinic import AppointmentTypeDTO, Closure
 from web.notifications import Page
+from web.patients import NewPatient, PatientSearch
 from web.profiles import CreateDentist, SetRoles, UpdateDentist, UpdateProfile
 
 routes = web.RouteTableDef()
@@ -164,6 +166,96 @@ class WaitlistEntry(msgspec.Struct):
     appointment_id: uuid.UUID | None
     created_at: datetime
     offer: WaitlistOffer | None
+class BookEntry(msgspec.Struct):
+    id: uuid.UUID
+    dentist_id: uuid.UUID
+    patient_id: uuid.UUID
+    patient_name: str | None
+    start: datetime
+    end: datetime
+    appointment_type: str | None
+
+
+class BookAppointment(BookEntry):
+    patient_phone: str | None
+    buffer_minutes: int
+    status: Status
+    notes: str | None
+    patient_notes: str | None
+
+
+class BookHold(BookEntry):
+    expires_at: datetime
+
+
+class Interval(msgspec.Struct):
+    start: datetime
+    end: datetime
+
+
+class DayNote(msgspec.Struct):
+    date: date
+    kind: Literal["closure", "override"]
+    text: str
+
+
+class BookColumn(msgspec.Struct):
+    dentist_id: uuid.UUID
+    name: str
+    timezone: str
+    slot_minutes: int
+    working: list[Interval]
+    notes: list[DayNote]
+    appointments: list[BookAppointment]
+    holds: list[BookHold]
+    free: list[datetime]
+
+
+class BookDay(msgspec.Struct):
+    date: date
+    start: datetime
+    end: datetime
+
+
+class AppointmentBook(msgspec.Struct):
+    timezone: str
+    view: Literal["day", "week"]
+    now: datetime
+    days: list[BookDay]
+    dentists: list[BookColumn]
+
+
+class PatientSummary(msgspec.Struct):
+    id: uuid.UUID
+    full_name: str | None
+    email: str | None
+    phone: str | None
+    date_of_birth: date | None
+
+
+class PatientPage(msgspec.Struct):
+    data: list[PatientSummary]
+    pagination: Pagination
+
+
+class Visit(msgspec.Struct):
+    id: uuid.UUID
+    dentist_id: uuid.UUID
+    dentist_name: str
+    appointment_date: datetime
+    ends_at: datetime
+    appointment_type: str
+    status: Status
+    notes: str | None
+    patient_notes: str | None
+    cancellation_reason: str | None
+    documents: list[dict[str, Any]]
+
+
+class PatientPanel(Profile):
+    upcoming: list[Visit]
+    past: list[Visit]
+    documents: list[dict[str, Any]]
 
 
 class Health(msgspec.Struct):
@@ -213,6 +305,11 @@ OPERATIONS: list[tuple[str, str, str, Any, Any, int, Any]] = [
      None),
     ("post", "/api/waitlist/{id}/decline", "Decline the open offer; stay on the waitlist", None, None, 200,
      WaitlistEntry),
+    ("get", "/api/admin/book", "The appointment book: a day of every dentist, or one dentist's week (staff)",
+     BookQuery, None, 200, AppointmentBook),
+    ("get", "/api/patients", "Find patients by name, email or phone (staff)", PatientSearch, None, 200, PatientPage),
+    ("post", "/api/patients", "Register a patient at the desk (staff)", None, NewPatient, 201, Profile),
+    ("get", "/api/patients/{id}", "A patient's profile, visits and documents (staff)", None, None, 200, PatientPanel),
 ]
 # OpenAPI links: where an answer's ids lead, so stateful tests (schemathesis)
 # chain create dentist -> slots -> hold -> book -> reschedule -> cancel.
