@@ -15,8 +15,8 @@ from typing import Annotated, Any, Literal
 import msgspec
 
 from actors import messages as m
-from hub import errors, metrics
-from hub.auth import Principal, acting_patient, require_user
+from hub import errors, metrics, policy
+from hub.auth import Principal, acting_patient
 from hub.booking import Booking, TypeName
 
 Weekday = Literal["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"]
@@ -97,17 +97,13 @@ class Waitlist:
 
     async def entries(self, who: Principal, f: WaitlistFilters) -> list[dict[str, Any]]:
         """The caller's entries (an admin's: everyone's, or one patient's), oldest first."""
-        if who.is_admin:
-            patient = f.patient_id
-        elif who.is_service:
-            if f.patient_id is None:
-                raise errors.invalid("The service role lists one patient's waitlist: pass patient_id",
-                                     field="patient_id", location="query")
-            patient = f.patient_id
-        else:
-            patient = require_user(who)
-            if f.patient_id is not None and f.patient_id != patient:
-                raise errors.forbidden("Patients may only see their own waitlist")
+        scope = policy.list_scope(who, f.patient_id)
+        if scope is None:
+            raise errors.invalid("The service role lists one patient's waitlist: pass patient_id",
+                                 field="patient_id", location="query")
+        patient = scope.patient
+        if f.patient_id is not None and f.patient_id != patient:
+            raise errors.forbidden("Patients may only see their own waitlist")
         # Close the offers whose hold is gone (booked, say), so statuses are current.
         for row in await self.booking.pool.fetch("SELECT * FROM public.waitlist_settle(NULL, $1)", patient):
             metrics.WAITLIST_OFFERS.labels(row["outcome"]).inc()
@@ -155,6 +151,6 @@ class Waitlist:
     async def _own(self, who: Principal, entry_id: uuid.UUID) -> dict[str, Any]:
         """The entry, if the caller may change it (its patient, the service role, an admin)."""
         entry = await self._entry(entry_id)
-        if not (who.is_admin or who.is_service or entry["patient_id"] == who.user_id):
+        if not policy.allowed(who, "read", policy.Owned(entry["patient_id"])):
             raise errors.not_found("waitlist entry", entry_id)
         return entry

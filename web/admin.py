@@ -18,11 +18,11 @@ import aiohttp_jinja2
 import jinja2
 from aiohttp import web
 
-from hub import errors
+from hub import errors, policy
 from hub.auth import Principal, verify_token
 from hub.errors import HubError
 from web._http import KEYS, POOL, PRINCIPALS, SETTINGS, json, principal
-from web.book import clinic_zone
+from web.book import clinic_zone, managed_dentists
 
 routes = web.RouteTableDef()
 COOKIE = "hub_console_token"
@@ -67,13 +67,10 @@ async def console(request: web.Request) -> web.StreamResponse:
     if found is None:
         return aiohttp_jinja2.render_template("login.html", request, {"error": None})
     who, token = found
-    if not (who.is_admin or who.has_role("dentist")):
+    if not policy.allowed(who, "use", policy.Clinic()):
         return aiohttp_jinja2.render_template("login.html", request, {
             "error": "The console is for the clinic's admins and dentists."}, status=403)
-    rows = await request.app[POOL].fetch(
-        "SELECT id, name, timezone FROM public.dentists WHERE $1 OR user_id = $2 ORDER BY name, id",
-        who.is_admin, who.user_id)
-    dentists = [dict(r) for r in rows]
+    dentists = [{k: d[k] for k in ("id", "name", "timezone")} for d in await managed_dentists(request.app[POOL], who)]
     chosen = request.query.get("dentist") or (str(dentists[0]["id"]) if dentists else "")
     if chosen and chosen not in {str(d["id"]) for d in dentists}:
         return aiohttp_jinja2.render_template("login.html", request, {
@@ -118,10 +115,11 @@ async def logout(request: web.Request) -> web.StreamResponse:
 async def recent_events(request: web.Request) -> web.Response:
     """Recent realtime events with their broadcast latency (admins; dentists see their own)."""
     who = await principal(request)
-    if not (who.is_admin or who.has_role("dentist")):
+    if not policy.allowed(who, "use", policy.Clinic()):
         raise errors.forbidden("Requires role: admin or dentist")
+    managed = [d["id"] for d in await managed_dentists(request.app[POOL], who)]
     rows = await request.app[POOL].fetch(
         "SELECT e.id, e.dentist_id, e.version, e.event_type, e.table_name, e.record_id, e.broadcast_latency_ms, "
-        "e.created_at FROM public.realtime_events e JOIN public.dentists d ON d.id = e.dentist_id "
-        "WHERE $1 OR d.user_id = $2 ORDER BY e.id DESC LIMIT 50", who.is_admin, who.user_id)
+        "e.created_at FROM public.realtime_events e "
+        "WHERE e.dentist_id = ANY($1) ORDER BY e.id DESC LIMIT 50", managed)
     return json([dict(r) for r in rows])

@@ -17,11 +17,12 @@ from datetime import date, datetime, time, timedelta, timezone
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
+import asyncpg
 import msgspec
 from aiohttp import web
 
 from actors.schedule import Schedule, ScheduleError
-from hub import errors
+from hub import errors, policy
 from hub.auth import Principal
 from hub.booking import SlotsQuery
 from web._http import BOOKING, POOL, SETTINGS, json, principal, query
@@ -40,7 +41,7 @@ class BookQuery(msgspec.Struct, forbid_unknown_fields=True):
 
 _DENTISTS = """
 SELECT id, user_id, name, timezone, available_times, date_overrides, slot_minutes, min_notice_minutes, horizon_days
-FROM public.dentists WHERE ($1 OR user_id = $2) ORDER BY name, id
+FROM public.dentists ORDER BY name, id
 """
 _APPOINTMENTS = """
 SELECT a.id, a.dentist_id, a.patient_id, p.full_name AS patient_name, p.phone AS patient_phone,
@@ -64,10 +65,14 @@ ORDER BY r.slot_time
 async def visible_dentists(request: web.Request, who: Principal) -> list[dict[str, Any]]:
     """The dentists whose columns the caller may see: all for admins, their own
     for a dentist; FORBIDDEN for anyone else."""
-    if not (who.is_admin or who.has_role("dentist")):
+    if not policy.allowed(who, "use", policy.Clinic()):
         raise errors.forbidden("The appointment book is for the clinic's admins and dentists")
-    rows = await request.app[POOL].fetch(_DENTISTS, who.is_admin, who.user_id)
-    return [dict(r) for r in rows]
+    return await managed_dentists(request.app[POOL], who)
+
+
+async def managed_dentists(pool: asyncpg.Pool, who: Principal) -> list[dict[str, Any]]:
+    """The dentists the caller manages (hub/policy.py), by name."""
+    return [dict(r) for r in await pool.fetch(_DENTISTS) if policy.allowed(who, "manage", policy.Dentist(r["user_id"]))]
 
 
 def clinic_zone(configured: str | None, dentists: list[dict[str, Any]]) -> str:

@@ -14,7 +14,7 @@ from typing import Literal
 import msgspec
 from aiohttp import web
 
-from hub import errors, ical
+from hub import errors, ical, policy
 from web._http import POOL, SETTINGS, json, own_user, path_id, principal, read
 
 routes = web.RouteTableDef()
@@ -67,7 +67,7 @@ async def create_feed(request: web.Request) -> web.Response:
         row = await pool.fetchrow("SELECT user_id FROM public.dentists WHERE id = $1", body.dentist_id)
         if row is None:
             raise errors.not_found("dentist", body.dentist_id)
-        if not (who.is_admin or (who.has_role("dentist") and row["user_id"] == me)):
+        if not policy.allowed(who, "manage", policy.Dentist(row["user_id"])):
             raise errors.forbidden("Only admins and the dentist themselves may subscribe to a dentist's calendar")
     token = secrets.token_urlsafe(32)
     async with pool.acquire() as con, con.transaction():

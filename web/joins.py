@@ -2,7 +2,7 @@
 
 As in Supabase Realtime (`RealtimeChannel.join` / `handle_in("access_token")`):
 - a join is authorized with its own `access_token`, or the socket's `apikey`
-  when it has none (anon is accepted: see `channels.denied`);
+  when it has none (anon is accepted: see `policy.join_denied`);
 - a valid token pushed as `access_token` — anon, the same user's or another's —
   changes what the channel sees; the channel is closed, with the true reason in
   a `system` message, only for an invalid or expired token, or when the new
@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import asyncpg
 import msgspec
 
-from hub import db, errors, events, metrics, protocol
+from hub import db, errors, events, metrics, policy, protocol
 from hub.auth import Principal, verify_token
 from hub.booking import Booking
 from hub.errors import HubError
@@ -32,7 +32,6 @@ from hub.users import Principals
 from web import channels
 from web.bindings import check_cap as check_bindings_cap
 from web.catchup import positions
-from web.channels import Viewer
 from web.session import MAX_CHANNELS, Channel, Session
 
 if TYPE_CHECKING:
@@ -56,12 +55,12 @@ class Joins:
 
     # ---- who the caller is -------------------------------------------------------
 
-    async def viewer(self, principal: Principal) -> Viewer:
+    async def viewer(self, principal: Principal) -> policy.Caller:
         dentists: frozenset[uuid.UUID] = frozenset()
         if principal.has_role("dentist") and principal.user_id is not None:
             rows = await self._pool.fetch("SELECT id FROM public.dentists WHERE user_id = $1", principal.user_id)
             dentists = frozenset(r["id"] for r in rows)
-        return Viewer(principal, dentists)
+        return policy.Caller(principal, dentists)
 
     async def _principal(self, session: Session, token: Any) -> Principal:
         if token is None:  # the socket's caller, with the roles they hold now
@@ -109,7 +108,7 @@ class Joins:
             raise errors.invalid(f"a socket may join at most {MAX_CHANNELS} channels", field="topic")
         principal = await self._principal(session, payload.get("access_token"))
         viewer = await self.viewer(principal)
-        reason = channels.denied(topic, viewer)
+        reason = policy.join_denied(viewer, topic.kind, topic.key)
         if reason is not None:
             raise errors.forbidden(reason)
         if topic.kind is not None and topic.kind[1] == "dentist_id" and topic.key not in self._dentists:
@@ -205,7 +204,7 @@ class Joins:
         viewer = await self.viewer(principal)
         if channel.session.channels.get(channel.topic.name) is not channel:
             return False  # ended while we looked
-        reason = channels.denied(channel.topic, viewer)
+        reason = policy.join_denied(viewer, channel.topic.kind, channel.topic.key)
         if reason is not None:
             self.close(channel, f"You no longer have permission to read from this Channel topic: "
                                 f"{channel.topic.canonical} ({reason})")

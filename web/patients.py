@@ -12,9 +12,10 @@ from typing import Annotated, Any
 import msgspec
 from aiohttp import web
 
-from hub import errors, users
+from hub import errors, policy, users
 from hub.auth import Principal
 from web._http import POOL, created, json, path_id, principal, query, read
+from web.book import managed_dentists
 
 routes = web.RouteTableDef()
 
@@ -37,7 +38,7 @@ class NewPatient(msgspec.Struct, forbid_unknown_fields=True):
 
 
 def require_staff(who: Principal) -> None:
-    if not (who.is_admin or who.has_role("dentist")):
+    if not policy.allowed(who, "use", policy.Clinic()):
         raise errors.forbidden("Patient records are for the clinic's admins and dentists")
 
 
@@ -94,7 +95,7 @@ SELECT a.id, a.dentist_id, d.name AS dentist_name, a.appointment_date, a.ends_at
                                   ORDER BY doc.created_at)
                  FROM public.appointment_documents doc WHERE doc.appointment_id = a.id), '[]') AS documents
 FROM public.appointments a JOIN public.dentists d ON d.id = a.dentist_id
-WHERE a.patient_id = $1 AND ($2 OR d.user_id = $3)
+WHERE a.patient_id = $1 AND a.dentist_id = ANY($2)
 ORDER BY a.appointment_date DESC
 LIMIT 200
 """
@@ -111,7 +112,8 @@ async def panel(request: web.Request) -> web.Response:
         profile = await users.profile(pool, patient_id)
     except errors.HubError:
         raise errors.not_found("patient", patient_id) from None
-    rows = [dict(r) for r in await pool.fetch(_APPOINTMENTS, patient_id, who.is_admin, who.user_id)]
+    managed = [d["id"] for d in await managed_dentists(pool, who)]
+    rows = [dict(r) for r in await pool.fetch(_APPOINTMENTS, patient_id, managed)]
     now = await pool.fetchval("SELECT now()")
     upcoming = sorted((r for r in rows if r["ends_at"] >= now and r["status"] != "cancelled"),
                       key=lambda r: r["appointment_date"])

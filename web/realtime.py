@@ -23,7 +23,7 @@ from typing import Any, Callable, Coroutine
 import asyncpg
 from aiohttp import web
 
-from hub import errors, metrics, protocol
+from hub import errors, metrics, policy, protocol
 from hub.auth import verify_token
 from hub.booking import Booking
 from hub.events import Event
@@ -129,7 +129,7 @@ class Realtime:
             return
 
         def theirs(channel: Channel) -> bool:
-            return channel.viewer.principal.user_id == user_id  # not an anon join's
+            return policy.receives_notification(channel.viewer, user_id)
 
         payload = {"event": "INSERT", "schema": "public", "table": "notifications", "new": dict(row), "old": None}
         self.fan_out(mine, "broadcast", {"type": "broadcast", "event": "INSERT", "payload": payload}, only=theirs)

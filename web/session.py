@@ -19,12 +19,12 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from aiohttp import WSMsgType, web
 
-from hub import db, errors, metrics, protocol
+from hub import db, errors, metrics, policy, protocol
 from hub.auth import Principal
 from hub.errors import HubError
 from hub.events import Event
 from web import channels
-from web.channels import Binding, Topic, Viewer
+from web.channels import Binding, Topic
 
 if TYPE_CHECKING:
     from web.realtime import Realtime
@@ -60,7 +60,7 @@ class Channel:
     session: Session
     topic: Topic
     join_ref: str | None
-    viewer: Viewer
+    viewer: policy.Caller
     token_exp: int
     bindings: list[Binding]
     broadcast_self: bool = False
@@ -89,7 +89,7 @@ class Channel:
         frames = cache.get(key)
         if frames is None:
             frames = cache[key] = self._frames(event)
-        if not self.topic.kind or self.topic.kind[0] != "appointments" or self.viewer.sees(event):
+        if policy.view(self.viewer, self.topic.kind, event) is not policy.View.NONE:
             for frame in frames:
                 self.session.send_frame(frame)
             sent = len(frames)
@@ -97,7 +97,7 @@ class Channel:
             sent = 0
         if self.bindings:
             ids = tuple(b.id for b in self.bindings if b.matches(event))
-            if ids and self.viewer.sees(event):
+            if ids and policy.view(self.viewer, None, event) is policy.View.FULL:
                 pg_key = ("pg", ids, self.topic.name, self.session.vsn)
                 frame = cache.get(pg_key)
                 if frame is None:
