@@ -1,19 +1,10 @@
-"""SQL of the dentist actor, and the shapes of the rows its writes answer with.
+"""SQL of the dentist actor. Every write runs under the dentist's row lock;
+the rows it answers with are hub/rows.py's."""
 
-Every write runs under the dentist's row lock.
-"""
+from hub import rows
 
-import uuid
-from datetime import datetime
-
-import msgspec
-
-APPOINTMENT_COLUMNS = (
-    "id, patient_id, dentist_id, appointment_date, duration_minutes, buffer_minutes, ends_at, appointment_type, "
-    "status, notes, patient_notes, medical_history, created_by, cancelled_at, cancelled_by, cancellation_reason, "
-    "created_at, updated_at")
-
-HOLD_COLUMNS = "id, dentist_id, patient_id, slot_time, duration_minutes, appointment_type, expires_at, created_at"
+APPOINTMENT_COLUMNS = rows.columns(rows.Appointment)
+HOLD_COLUMNS = rows.columns(rows.SlotReservation)
 
 DENTIST = """
 SELECT id, timezone, available_times, date_overrides, slot_minutes, min_notice_minutes, horizon_days, version
@@ -52,42 +43,8 @@ INSERT INTO public.notifications (user_id, kind, title, body, data) VALUES ($1, 
 IDEMPOTENT_GET = "SELECT request_hash, status, response FROM public.idempotency_keys WHERE user_key = $1 AND key = $2"
 
 # Hold, extend, release and book: one call each (sql/0004_write_calls.up.sql),
-# answering JSON that the actor decodes into the structs below.
+# answering JSON that the actor decodes into hub/rows.py's structs.
 WRITE = "SELECT public.hub_write($1, $2, $3, $4, $5)::text"
-
-
-class SlotReservation(msgspec.Struct):
-    """A hold as writes answer it (the seed's SlotReservation)."""
-    id: uuid.UUID
-    dentist_id: uuid.UUID
-    patient_id: uuid.UUID
-    slot_time: datetime
-    duration_minutes: int
-    appointment_type: str | None
-    expires_at: datetime
-    created_at: datetime
-
-
-class Appointment(msgspec.Struct):
-    """An appointment row as writes answer it."""
-    id: uuid.UUID
-    patient_id: uuid.UUID
-    dentist_id: uuid.UUID
-    appointment_date: datetime
-    duration_minutes: int
-    buffer_minutes: int
-    ends_at: datetime
-    appointment_type: str
-    status: str
-    notes: str | None
-    patient_notes: str | None
-    medical_history: str | None
-    created_by: uuid.UUID | None
-    cancelled_at: datetime | None
-    cancelled_by: uuid.UUID | None
-    cancellation_reason: str | None
-    created_at: datetime
-    updated_at: datetime
 
 
 # Why the patient may not have this appointment (sql/0007), or NULL.

@@ -11,7 +11,7 @@ import dataclasses
 import hashlib
 import uuid
 from datetime import date, datetime, timedelta, timezone
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 import asyncpg
 import msgspec
@@ -19,25 +19,25 @@ from msgspec import UNSET, UnsetType
 
 from actors import messages as m
 from actors.dentist import DentistActor
-from actors.dentist_sql import APPOINTMENT_COLUMNS
 from actors.directory import Directory
 from actors.schedule import WEEKDAYS
-from hub import db, errors
+from hub import db, errors, policy, rows
 from hub.auth import Principal, acting_patient, require_user
 from hub.catalog import Catalog
 from hub.config import Settings
+from hub.rows import Status
 
 AwareDatetime = Annotated[datetime, msgspec.Meta(tz=True)]
 Note = Annotated[str, msgspec.Meta(max_length=2000)]
 LongText = Annotated[str, msgspec.Meta(max_length=20000)]
 TypeName = Annotated[str, msgspec.Meta(min_length=1, max_length=40)]
-Status = Literal["pending", "confirmed", "completed", "cancelled", "no_show"]
 MAX_SLOT_DAYS = 31
 # Dates the hub reasons about lie within this many days of today: beyond any
 # booking horizon (at most 730 days), and far from the calendar's ends, where
 # date arithmetic (the next day, another time zone) would overflow.
 MAX_REACH_DAYS = 3660
 IDEMPOTENCY_KEY_MAX = 200
+_APPOINTMENT = rows.columns(rows.Appointment, "a")  # an appointment's columns, as a.<column>
 
 
 class CreateAppointmentDTO(msgspec.Struct, forbid_unknown_fields=True):
@@ -134,10 +134,7 @@ class Booking:
 
     async def is_staff_for(self, who: Principal, dentist_id: uuid.UUID) -> bool:
         """Admins, and the dentist themselves, manage a dentist's schedule and appointments."""
-        if who.is_admin:
-            return True
-        user = await self.dentist_user(dentist_id)
-        return who.has_role("dentist") and user is not None and user == who.user_id
+        return policy.allowed(who, "manage", policy.Dentist(await self.dentist_user(dentist_id)))
 
     async def appointment(self, who: Principal, appointment_id: uuid.UUID) -> tuple[dict[str, Any], bool]:
         """The appointment with its documents, if the caller may see it; and
@@ -145,7 +142,7 @@ class Booking:
         Read under the caller's claims: RLS hides them too."""
         async with db.as_caller(self.pool, who) as con:
             row = await con.fetchrow(
-                f"SELECT {_prefixed('a')}, d.user_id AS dentist_user_id, "
+                f"SELECT {_APPOINTMENT}, d.user_id AS dentist_user_id, "
                 "coalesce((SELECT jsonb_agg(to_jsonb(doc) ORDER BY doc.created_at) FROM public.appointment_documents doc "
                 "WHERE doc.appointment_id = a.id), '[]') AS documents "
                 "FROM public.appointments a JOIN public.dentists d ON d.id = a.dentist_id WHERE a.id = $1",
@@ -154,10 +151,10 @@ class Booking:
             raise errors.not_found("appointment", appointment_id)
         appt = dict(row)
         dentist_user = appt.pop("dentist_user_id")
-        staff = who.is_admin or (who.has_role("dentist") and who.user_id is not None and dentist_user == who.user_id)
-        if not (staff or who.is_service or appt["patient_id"] == who.user_id):
+        record = policy.Owned(appt["patient_id"], dentist_user)
+        if not policy.allowed(who, "read", record):
             raise errors.not_found("appointment", appointment_id)
-        return appt, staff
+        return appt, policy.allowed(who, "manage", record)
 
     def idempotency(self, who: Principal, key: str | None, payload: bytes) -> m.Idempotency | None:
         if key is None:
@@ -231,9 +228,10 @@ class Booking:
                                        hold_id)
         if row is None:
             raise errors.not_found("reservation", hold_id)
-        if who.is_service or await self.is_staff_for(who, row["dentist_id"]):
+        if who.is_service or await self.is_staff_for(who, row["dentist_id"]):  # acts as the clinic
             return row["dentist_id"], None
-        if row["patient_id"] != require_user(who):
+        require_user(who)
+        if not policy.allowed(who, "read", policy.Owned(row["patient_id"])):
             raise errors.not_found("reservation", hold_id)
         return row["dentist_id"], row["patient_id"]
 
@@ -287,22 +285,17 @@ class Booking:
             args.append(value)
             return f"${len(args)}"
 
-        if who.is_admin:
-            if f.patient_id:
-                where.append(f"a.patient_id = {arg(f.patient_id)}")
-        elif who.is_service:
-            if f.patient_id is None:
-                raise errors.invalid("The service role lists appointments of one patient: pass patient_id",
-                                     field="patient_id", location="query")
-            where.append(f"a.patient_id = {arg(f.patient_id)}")
-        else:
-            me = require_user(who)
-            mine = f"a.patient_id = {arg(me)}"
-            if who.has_role("dentist"):
-                mine = f"({mine} OR d.user_id = {arg(me)})"
+        scope = policy.list_scope(who, f.patient_id)
+        if scope is None:
+            raise errors.invalid("The service role lists appointments of one patient: pass patient_id",
+                                 field="patient_id", location="query")
+        if scope.patient is not None:
+            mine = f"a.patient_id = {arg(scope.patient)}"
+            if scope.dentist_user is not None:
+                mine = f"({mine} OR d.user_id = {arg(scope.dentist_user)})"
             where.append(mine)
-            if f.patient_id:
-                where.append(f"a.patient_id = {arg(f.patient_id)}")
+        if f.patient_id and f.patient_id != scope.patient:
+            where.append(f"a.patient_id = {arg(f.patient_id)}")
         if f.dentist_id:
             where.append(f"a.dentist_id = {arg(f.dentist_id)}")
         if f.status:
@@ -314,7 +307,7 @@ class Booking:
         clause = " AND ".join(where)
         async with db.as_caller(self.pool, who) as con:  # RLS bounds the list whatever `where` says
             rows = await con.fetch(
-                f"SELECT {_prefixed('a')}, count(*) OVER () AS total FROM public.appointments a "
+                f"SELECT {_APPOINTMENT}, count(*) OVER () AS total FROM public.appointments a "
                 f"JOIN public.dentists d ON d.id = a.dentist_id WHERE {clause} "
                 f"ORDER BY a.appointment_date, a.id LIMIT {arg(f.limit)} OFFSET {arg(f.offset)}", *args)
             total = rows[0]["total"] if rows else await con.fetchval(
@@ -348,7 +341,3 @@ def _bound(value: str, field: str, *, end: bool) -> datetime:
         pass
     raise errors.invalid(f"{field} must be YYYY-MM-DD or an ISO datetime with a time zone", field=field,
                          location="query")
-
-
-def _prefixed(alias: str) -> str:
-    return ", ".join(f"{alias}.{c.strip()}" for c in APPOINTMENT_COLUMNS.split(","))

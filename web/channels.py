@@ -15,8 +15,7 @@ import uuid
 from datetime import datetime
 from typing import Any, Callable
 
-from hub import errors
-from hub.auth import Principal
+from hub import errors, rows
 from hub.events import Event
 
 PREFIX = "realtime:"
@@ -25,23 +24,11 @@ SEED_KINDS = {("appointments", "dentist_id"), ("availability", "dentist_id"), ("
               ("notifications", "user_id")}
 
 # Column types as Supabase reports them, so realtime-js converts values.
+# (A dentist's version is the hub's own bookkeeping: not a column clients are told of.)
 COLUMNS: dict[str, list[dict[str, str]]] = {
-    "appointments": [{"name": n, "type": t} for n, t in (
-        ("id", "uuid"), ("patient_id", "uuid"), ("dentist_id", "uuid"), ("appointment_date", "timestamptz"),
-        ("duration_minutes", "int4"), ("buffer_minutes", "int4"), ("ends_at", "timestamptz"),
-        ("appointment_type", "text"), ("status", "appointment_status"), ("notes", "text"),
-        ("patient_notes", "text"), ("medical_history", "text"), ("created_by", "uuid"),
-        ("cancelled_at", "timestamptz"), ("cancelled_by", "uuid"), ("cancellation_reason", "text"),
-        ("created_at", "timestamptz"), ("updated_at", "timestamptz"))],
-    "slot_reservations": [{"name": n, "type": t} for n, t in (
-        ("id", "uuid"), ("dentist_id", "uuid"), ("patient_id", "uuid"), ("slot_time", "timestamptz"),
-        ("duration_minutes", "int4"), ("appointment_type", "text"), ("expires_at", "timestamptz"),
-        ("created_by", "uuid"), ("created_at", "timestamptz"))],
-    "dentists": [{"name": n, "type": t} for n, t in (
-        ("id", "uuid"), ("user_id", "uuid"), ("name", "text"), ("specialization", "text"),
-        ("available_times", "jsonb"), ("date_overrides", "jsonb"), ("timezone", "text"),
-        ("slot_minutes", "int4"), ("min_notice_minutes", "int4"), ("horizon_days", "int4"),
-        ("created_at", "timestamptz"), ("updated_at", "timestamptz"))],
+    "appointments": rows.realtime_columns(rows.Appointment),
+    "slot_reservations": rows.realtime_columns(rows.SlotReservationRow),
+    "dentists": rows.realtime_columns(rows.Dentist, omit=("version",)),
 }
 _OPS = ("eq", "neq", "lt", "lte", "gt", "gte", "in")
 _FILTER = re.compile(r"^([a-z_]+)=(eq|neq|lt|lte|gt|gte|in)\.(.*)$", re.S)
@@ -78,57 +65,6 @@ def parse_topic(name: str) -> Topic:
     except ValueError:
         raise errors.invalid(f"malformed topic {bare!r}: {match.group(2)} must be a UUID", field="topic") from None
     return Topic(name, (match.group(1), match.group(2)), key)
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class Viewer:
-    """A channel's caller, with what decides which rows they may see."""
-
-    principal: Principal
-    dentists: frozenset[uuid.UUID]  # dentist ids this caller is the dentist of
-
-    def sees_row(self, table: str, row: dict[str, Any] | None) -> bool:
-        if row is None:
-            return False
-        p = self.principal
-        if table == "dentists" or p.is_admin:
-            return True
-        if _uuid(row.get("dentist_id")) in self.dentists:
-            return True
-        if p.is_service:
-            return p.user_id is not None and _uuid(row.get("created_by")) == p.user_id
-        return p.user_id is not None and _uuid(row.get("patient_id")) == p.user_id
-
-    def sees(self, event: Event) -> bool:
-        return self.sees_row(event.table_name, event.new) or self.sees_row(event.table_name, event.old)
-
-
-def _uuid(value: Any) -> uuid.UUID | None:
-    try:
-        return value if isinstance(value, uuid.UUID) else uuid.UUID(value) if value else None
-    except (ValueError, TypeError, AttributeError):
-        return None
-
-
-def denied(topic: Topic, viewer: Viewer) -> str | None:
-    """Why the caller may not join (or stay on) `topic`, or None.
-
-    As on Supabase's public channels, any valid token may join and the rows
-    decide what arrives: `appointments:dentist_id=` shows a patient only their
-    own appointments (Viewer.sees), and a caller with no user yet (anon, e.g. a
-    join sent before the app's `accessToken` resolved) is accepted everywhere
-    and sees nothing private until a user's token arrives. A signed-in caller
-    on a topic that names someone else is refused, or the channel is closed."""
-    p = viewer.principal
-    if p.user_id is None and not p.is_service:
-        return None  # anon: sees no row of anyone's (Viewer.sees_row)
-    if topic.kind == ("appointments", "patient_id"):
-        if not (p.is_admin or p.is_service or p.user_id == topic.key):
-            return "you may only follow your own appointments"
-    elif topic.kind == ("notifications", "user_id"):
-        if p.is_service or p.user_id != topic.key:
-            return "you may only follow your own notifications"
-    return None
 
 
 # ---- postgres_changes bindings --------------------------------------------------

@@ -12,8 +12,8 @@ from typing import Any, Literal
 import msgspec
 from aiohttp import web
 
-from actors import dentist_sql as rows
-from actors.dentist_sql import SlotReservation
+from hub import rows
+from hub.rows import Dentist, SlotReservation
 from hub.booking import (AppointmentFilters, AvailabilityDTO, CancelDTO, CreateAppointmentDTO, ReserveDTO, SlotsQuery,
                          Status, UpdateAppointmentDTO, WeeklyHours)
 from hub.errors import ErrorCode
@@ -46,22 +46,6 @@ class Profile(msgspec.Struct):
     phone: str | None
     date_of_birth: date | None
     roles: list[str]
-    created_at: datetime
-    updated_at: datetime
-
-
-class Dentist(msgspec.Struct):
-    id: uuid.UUID
-    user_id: uuid.UUID | None
-    name: str
-    specialization: str | None
-    timezone: str
-    slot_minutes: int
-    available_times: dict[str, str]
-    date_overrides: dict[str, str]
-    min_notice_minutes: int
-    horizon_days: int
-    version: int
     created_at: datetime
     updated_at: datetime
 
@@ -102,7 +86,6 @@ class Document(msgspec.Struct):
 
 
 class Appointment(rows.Appointment):
-    status: Status
     documents: list[Document] | None = None
 
 

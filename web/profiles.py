@@ -12,7 +12,7 @@ from aiohttp import web
 from msgspec import UNSET, UnsetType
 
 from actors.schedule import Schedule, ScheduleError
-from hub import db, errors, users
+from hub import db, errors, rows, users
 from hub.auth import require_role
 from web._http import POOL, PRINCIPALS, json, own_user, path_id, principal, read
 
@@ -59,8 +59,7 @@ class SetRoles(msgspec.Struct, forbid_unknown_fields=True):
     roles: Annotated[list[Literal["patient", "dentist", "admin"]], msgspec.Meta(max_length=3)]
 
 
-DENTIST_COLUMNS = ("id, user_id, name, specialization, timezone, slot_minutes, available_times, "
-                   "date_overrides, min_notice_minutes, horizon_days, version, created_at, updated_at")
+DENTIST_COLUMNS = rows.columns(rows.Dentist)
 
 
 def _changes(struct: msgspec.Struct) -> dict[str, Any]:
