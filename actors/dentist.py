@@ -5,18 +5,39 @@ anyone else since the actor's version, re-checks against memory, writes, and
 reads back the events its own change produced. Memory changes only by
 applying committed events, whoever made them: one code path for local
 writes, other processes and SQL typed by hand.
+
+The write path. The one path is `_commit`: decide from memory, then one
+`hub_write` call (sql/0004) that succeeds only if nobody wrote for this
+dentist since our version; group-committed with other actors' writes
+(actors/batch.py), which is where the booking throughput comes from. When
+somebody did write first, the same decision runs again inside `_write`, under
+the row lock after catching up. Hold, extend, release and book take that
+path today. Appointment changes, new hours (actors/changes.py), hold expiry
+and waitlist offers still run as Python transactions inside `_write`: they
+read the appointment row they change, and the caller's claims for them are
+being added (RLS on the request path). They move to `hub_write` ops of their
+own in one migration, so that `_write` is left only as the fallback of
+`_commit`.
+
+Where each rule lives. Rules about one dentist's calendar (working hours,
+notice, horizon, overlaps with bookings and others' holds, status
+transitions, the cancellation window) are checked here, from memory, because
+the actor is the only writer of its dentist and answers without a round
+trip; the exclusion constraint is the backstop. Rules that span dentists
+(a patient's hold limit, the appointment caps: sql/0004, sql/0007) are
+checked in PostgreSQL within the write, because no one actor sees them;
+`Rules.refusal` words their refusals. The patient's notices are written
+by Python (`actors.rules.notice`), in the write's own transaction.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import logging
 import uuid
 from datetime import date, datetime, timedelta, timezone
 from typing import Any, Awaitable, Callable, TypeVar
-from zoneinfo import ZoneInfo
 
 import asyncpg
 import msgspec
@@ -25,44 +46,19 @@ from actors import dentist_sql as sql
 from actors import offers
 from actors._base import Actor, StopReason
 from actors.batch import GroupCommit
+from actors.changes import Changes
+from actors.rules import Rules, notice, slot_unavailable
 from actors.messages import (Book, ChangeAppointment, ExpireHolds, ExtendHold, GetSlots, Hold, Idempotency,
                              ReleaseHold, SetSchedule, Sync)
-from actors.schedule import IntervalSet, Schedule, ScheduleError
-from hub import db, errors, events, metrics
+from actors.dentist_memory import Held
+from actors.schedule import IntervalSet, Schedule
+from hub import db, errors, events, metrics, rows
 from hub.catalog import Catalog
-from hub.errors import ErrorCode, HubError
+from hub.errors import HubError
 
 log = logging.getLogger("hub.actors")
 T = TypeVar("T")
 UTC = timezone.utc
-
-# Status changes staff may make; patients may only cancel (DESIGN: one explicit table).
-TRANSITIONS = {
-    ("pending", "confirmed"), ("confirmed", "completed"),
-    ("pending", "cancelled"), ("confirmed", "cancelled"), ("confirmed", "no_show"),
-}
-_NOTICES = {"booked": "Your appointment was booked", "confirmed": "Your appointment was confirmed",
-            "rescheduled": "Your appointment was rescheduled", "cancelled": "Your appointment was cancelled"}
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class Rules:
-    """The booking rules of settings that an actor needs."""
-
-    hold_ttl_seconds: int = 300
-    hold_max_age_seconds: int = 1800
-    max_holds_per_patient: int = 3
-    cancellation_window_hours: int = 24
-    max_future_appointments_per_dentist: int = 0  # 0: no cap
-    max_appointments_per_day: int = 0
-    waitlist_offer_minutes: int = 15
-
-    def caps(self) -> dict[str, int] | None:
-        """The appointment caps for a patient's own booking (sql/0007), None when off."""
-        if not (self.max_future_appointments_per_dentist or self.max_appointments_per_day):
-            return None
-        return {"per_dentist": self.max_future_appointments_per_dentist, "per_day": self.max_appointments_per_day}
-
 
 class _Outcome(msgspec.Struct, frozen=True):
     """What `hub_write` answers: the write's result and events, or why not."""
@@ -76,27 +72,7 @@ class _Outcome(msgspec.Struct, frozen=True):
 _OUTCOME = msgspec.json.Decoder(_Outcome)
 
 
-@dataclasses.dataclass(slots=True)
-class _Held:
-    patient_id: uuid.UUID
-    start: datetime
-    end: datetime
-    expires_at: datetime
-
-
-def _ts(value: str | datetime) -> datetime:
-    return value if isinstance(value, datetime) else datetime.fromisoformat(value)
-
-
-def _uuid(value: str | uuid.UUID) -> uuid.UUID:
-    return value if isinstance(value, uuid.UUID) else uuid.UUID(value)
-
-
-def slot_unavailable(message: str, **details: Any) -> HubError:
-    return HubError(ErrorCode.SLOT_UNAVAILABLE, message, details or None)
-
-
-class DentistActor(Actor):
+class DentistActor(Changes, Actor):
     def __init__(self, key: str, *, pool: asyncpg.Pool, writes: GroupCommit, catalog: Catalog, rules: Rules,
                  publish: Callable[[list[events.Event]], None] = lambda evs: None) -> None:
         super().__init__(key)
@@ -112,7 +88,7 @@ class DentistActor(Actor):
         self.booked = IntervalSet()                        # appointment id -> blocked range
         self._appts: dict[uuid.UUID, tuple[datetime, int]] = {}  # id -> (start, duration)
         self.held = IntervalSet()                          # hold id -> blocked range
-        self._holds: dict[uuid.UUID, _Held] = {}
+        self._holds: dict[uuid.UUID, Held] = {}
         self._timer: asyncio.TimerHandle | None = None
         self._stale = False  # memory may be behind the database: reload before the next turn
 
@@ -162,49 +138,9 @@ class DentistActor(Actor):
             self._add_hold(h["id"], h["patient_id"], h["slot_time"], h["duration_minutes"], h["expires_at"])
         self._arm_timer()
 
-    def _set_schedule(self, row: Any) -> None:
-        self.schedule = Schedule.from_json(
-            row["available_times"], timezone=row["timezone"], slot_minutes=row["slot_minutes"],
-            overrides=row["date_overrides"], closures=self._closures,
-            min_notice_minutes=row["min_notice_minutes"], horizon_days=row["horizon_days"])
-
     def idle(self) -> bool:
         """Holds need their expiry timer: an actor with holds is never passivated."""
         return not self._holds
-
-    # ---- memory, changed only by committed events -------------------------
-
-    def _add_appointment(self, key: uuid.UUID, start: datetime, duration: int, buffer: int) -> None:
-        self.booked.add(key, start, start + timedelta(minutes=duration + buffer))
-        self._appts[key] = (start, duration)
-
-    def _add_hold(self, key: uuid.UUID, patient: uuid.UUID, start: datetime, minutes: int, expires: datetime) -> None:
-        end = start + timedelta(minutes=minutes)
-        self.held.add(key, start, end)
-        self._holds[key] = _Held(patient, start, end, expires)
-
-    def _apply(self, event: events.Event) -> bool:
-        """Apply one event; False when only a full reload can (a clinic closure)."""
-        new = event.new
-        if event.table_name == "appointments":
-            key = event.record_id
-            self.booked.remove(key)
-            self._appts.pop(key, None)
-            if new is not None and new["status"] != "cancelled":
-                self._add_appointment(key, _ts(new["appointment_date"]), new["duration_minutes"],
-                                      new["buffer_minutes"])
-        elif event.table_name == "slot_reservations":
-            self.held.remove(event.record_id)
-            self._holds.pop(event.record_id, None)
-            if new is not None:
-                self._add_hold(event.record_id, _uuid(new["patient_id"]), _ts(new["slot_time"]),
-                               new["duration_minutes"], _ts(new["expires_at"]))
-        elif event.table_name == "dentists" and new is not None:
-            self._set_schedule(new)
-        else:
-            return False
-        self.version = event.version
-        return True
 
     async def _catch_up(self, con: asyncpg.Connection, target: int) -> None:
         """Apply what others committed since our version (or reload on a gap).
@@ -262,7 +198,7 @@ class DentistActor(Actor):
             if out.missing:
                 raise errors.not_found("dentist", self.dentist_id)
             if out.refused is not None:
-                raise self._refusal(out.refused, args)
+                raise self._rules.refusal(out.refused, args)
             return out
 
         try:
@@ -274,23 +210,6 @@ class DentistActor(Actor):
         else:
             out = await self._write(call)  # absorbs the events itself
         return None if answer is None else msgspec.structs.asdict(msgspec.json.decode(out.result, type=answer))
-
-    def _refusal(self, code: str, args: dict[str, Any]) -> HubError:
-        if code == "hold_limit":
-            return errors.conflict(f"A patient may hold at most {self._rules.max_holds_per_patient} slots at once",
-                                   limit=self._rules.max_holds_per_patient)
-        if code == "dentist_cap":
-            limit = self._rules.max_future_appointments_per_dentist
-            return errors.conflict(f"A patient may have at most {limit} upcoming appointments with one dentist",
-                                   limit=limit, rule="max_future_appointments_per_dentist")
-        if code == "day_cap":
-            limit = self._rules.max_appointments_per_day
-            return errors.conflict(f"A patient may have at most {limit} appointments on one day",
-                                   limit=limit, rule="max_appointments_per_day")
-        if code == "max_age":
-            return errors.conflict("The reservation has reached its maximum age; book it or let it go",
-                                   max_age_seconds=self._rules.hold_max_age_seconds)
-        return errors.not_found("reservation", args["hold_id"])
 
     async def _absorb(self, produced: list[events.Event]) -> None:
         """Apply the events our own write produced, then publish them."""
@@ -358,7 +277,7 @@ class DentistActor(Actor):
             case Hold():
                 return await self._hold(msg)
             case ExtendHold():
-                return await self._commit(lambda: self._extend(msg), sql.SlotReservation)
+                return await self._commit(lambda: self._extend(msg), rows.SlotReservation)
             case ReleaseHold():
                 return await self._commit(lambda: self._release(msg), None)
             case Book():
@@ -374,51 +293,6 @@ class DentistActor(Actor):
                     await self._catch_up(con, version)
                 return self.version
         raise TypeError(f"unknown message {type(msg).__name__}")
-
-    # ---- reads ---------------------------------------------------------------
-
-    def _blocking_holds(self, start: datetime, end: datetime, patient: uuid.UUID | None,
-                        now: datetime) -> list[uuid.UUID]:
-        return [k for k in self.held.overlapping(start, end)
-                if self._holds[k].patient_id != patient and self._holds[k].expires_at > now]
-
-    def _slots(self, msg: GetSlots) -> list[dict[str, Any]]:
-        """The seed's TimeSlots with a FHIR slot status; a viewer's own holds are free to them."""
-        assert self.schedule is not None
-        now = datetime.now(UTC)
-        buffer = timedelta(minutes=msg.buffer)
-        out = []
-        for s in self.schedule.slots(msg.day_from, msg.day_to, now=now, duration_minutes=msg.duration):
-            end = s.end + buffer
-            if self.booked.overlaps(s.start, end):
-                status = "busy"
-            elif self._blocking_holds(s.start, end, msg.viewer, now):
-                status = "busy-tentative"
-            else:
-                status = "free" if s.available else "busy-unavailable"
-            out.append({"start": s.start, "end": s.end, "available": status == "free", "status": status,
-                        "dentist_id": self.dentist_id})
-        return out
-
-    def _check_slot(self, start: datetime, minutes: int, blocked_minutes: int, patient: uuid.UUID,
-                    ignore: uuid.UUID | None = None) -> list[uuid.UUID]:
-        """Raise unless [start, start+blocked) is bookable by `patient`; returns
-        the patient's own holds it covers (a booking consumes them)."""
-        assert self.schedule is not None
-        now = datetime.now(UTC)
-        try:
-            self.schedule.check_bookable(start, minutes, now)
-        except ScheduleError as exc:
-            raise errors.invalid(str(exc), field="appointment_date" if exc.field == "slot_time" else exc.field) from None
-        end = start + timedelta(minutes=blocked_minutes)
-        if any(k != ignore for k in self.booked.overlapping(start, end)):
-            raise slot_unavailable("That time is already booked", slot_time=start.isoformat())
-        blocking = self._blocking_holds(start, end, patient, now)
-        if blocking:
-            frees = max(self._holds[k].expires_at for k in blocking)
-            raise slot_unavailable("That time is held by another patient", slot_time=start.isoformat(),
-                                   retry_after_seconds=max(1, int((frees - now).total_seconds() + 0.999)))
-        return [k for k in self.held.overlapping(start, end) if self._holds[k].patient_id == patient]
 
     # ---- writes ----------------------------------------------------------------
 
@@ -454,9 +328,9 @@ class DentistActor(Actor):
                             "max_holds": self._rules.max_holds_per_patient}
 
         return await self._idempotent(msg.idempotency,
-                                      lambda: self._commit(decide, sql.SlotReservation, msg.idempotency))
+                                      lambda: self._commit(decide, rows.SlotReservation, msg.idempotency))
 
-    def _owned_hold(self, hold_id: uuid.UUID, patient: uuid.UUID | None) -> _Held:
+    def _owned_hold(self, hold_id: uuid.UUID, patient: uuid.UUID | None) -> Held:
         held = self._holds.get(hold_id)
         if held is None:
             raise errors.not_found("reservation", hold_id)
@@ -472,17 +346,6 @@ class DentistActor(Actor):
     def _release(self, msg: ReleaseHold) -> tuple[str, dict[str, Any]]:
         self._owned_hold(msg.hold_id, msg.patient_id)
         return "release", {"hold_id": msg.hold_id}
-
-    def _notice(self, patient: uuid.UUID, by: uuid.UUID | None, kind: str, appointment_id: uuid.UUID,
-                start: datetime, appointment_type: str, status: str) -> list[dict[str, Any]]:
-        """The patient's notification of a change someone else made to their appointment."""
-        if by == patient:
-            return []
-        when = start.isoformat()
-        return [{"user_id": patient, "kind": f"appointment_{kind}", "title": _NOTICES[kind],
-                 "body": f"{appointment_type} on {when}",
-                 "data": {"appointment_id": str(appointment_id), "dentist_id": str(self.dentist_id),
-                          "appointment_date": when, "status": status}}]
 
     async def _book(self, msg: Book) -> dict[str, Any]:
         kind = self._catalog.get(msg.appointment_type)
@@ -500,88 +363,10 @@ class DentistActor(Actor):
                 "duration": kind.duration_minutes, "buffer": kind.buffer_minutes, "type": kind.name,
                 "notes": msg.notes, "patient_notes": msg.patient_notes, "medical_history": msg.medical_history,
                 "created_by": msg.created_by, "claims": msg.claims,
-                "notices": self._notice(msg.patient_id, msg.created_by, "booked", appointment_id, msg.start,
-                                        kind.name, "pending")}
+                "notices": notice(self.dentist_id, msg.patient_id, msg.created_by, "booked", appointment_id,
+                                  msg.start, kind.name, "pending")}
 
-        return await self._commit(decide, sql.Appointment, msg.idempotency)
-
-    async def _change(self, con: asyncpg.Connection, msg: ChangeAppointment) -> dict[str, Any]:
-        row = await con.fetchrow(sql.APPOINTMENT_FOR_UPDATE, msg.appointment_id)
-        if row is None or row["dentist_id"] != self.dentist_id:
-            raise errors.not_found("appointment", msg.appointment_id)
-        current = dict(row)
-        sets: dict[str, Any] = {}
-        kinds: list[str] = []
-        status = msg.status
-        # Repeating the current status is a no-op, except cancelling twice, which the caller should hear about.
-        if status is not None and (status != current["status"] or status == "cancelled"):
-            if not msg.staff and status != "cancelled":
-                raise errors.forbidden("Patients may only cancel or reschedule their appointments")
-            if (current["status"], status) not in TRANSITIONS:
-                raise errors.conflict(f"Cannot change status from {current['status']} to {status}",
-                                      allowed=sorted(t for f, t in TRANSITIONS if f == current["status"]))
-            if status == "cancelled":
-                window = timedelta(hours=self._rules.cancellation_window_hours)
-                if not msg.staff and current["appointment_date"] - datetime.now(UTC) < window:
-                    raise HubError(ErrorCode.CANCELLATION_WINDOW_EXPIRED,
-                                   f"Appointments can only be cancelled more than "
-                                   f"{self._rules.cancellation_window_hours} hours ahead; please call the clinic",
-                                   {"cancellation_window_hours": self._rules.cancellation_window_hours})
-                sets.update(cancelled_at=datetime.now(UTC), cancelled_by=msg.by, cancellation_reason=msg.reason)
-            sets["status"] = status
-            kinds.append(status if status in _NOTICES else "")
-        elif status is None and current["status"] in ("cancelled", "completed", "no_show") and (
-                msg.start is not None or msg.appointment_type is not None):
-            raise errors.conflict(f"A {current['status']} appointment cannot be changed")
-        if msg.start is not None or msg.appointment_type is not None:
-            kind = self._catalog.get(msg.appointment_type or current["appointment_type"])
-            start = msg.start or current["appointment_date"]
-            if (start, kind.duration_minutes, kind.buffer_minutes) != (
-                    current["appointment_date"], current["duration_minutes"], current["buffer_minutes"]):
-                own = self._check_slot(start, kind.duration_minutes, kind.blocked_minutes, current["patient_id"],
-                                       ignore=msg.appointment_id)
-                caps = None if msg.staff else self._rules.caps()
-                if caps and (refused := await con.fetchval(sql.CAPS, current["patient_id"], self.dentist_id, start,
-                                                           msg.appointment_id, caps)):
-                    raise self._refusal(refused, {})
-                for key in own:
-                    await con.execute(sql.DELETE_HOLD, key)
-                kinds.append("rescheduled")
-            sets.update(appointment_date=start, appointment_type=kind.name,
-                        duration_minutes=kind.duration_minutes, buffer_minutes=kind.buffer_minutes)
-        if msg.notes_set:
-            sets["notes"] = msg.notes
-        if not sets:
-            return current
-        assignments = ", ".join(f"{col} = ${i}" for i, col in enumerate(sets, start=2))
-        try:
-            updated = dict(await con.fetchrow(
-                f"UPDATE public.appointments SET {assignments} WHERE id = $1 RETURNING {sql.APPOINTMENT_COLUMNS}",
-                msg.appointment_id, *sets.values()))
-        except asyncpg.ExclusionViolationError:
-            raise slot_unavailable("That time is already booked") from None
-        for kind_name in filter(None, kinds):
-            for n in self._notice(current["patient_id"], msg.by, kind_name, updated["id"],
-                                  updated["appointment_date"], updated["appointment_type"], updated["status"]):
-                await con.execute(sql.NOTIFY_PATIENT, *n.values())
-        return updated
-
-    async def _set(self, con: asyncpg.Connection, msg: SetSchedule) -> dict[str, Any]:
-        try:
-            schedule = Schedule.from_json(msg.available_times, timezone=msg.timezone, slot_minutes=msg.slot_minutes,
-                                          overrides=msg.overrides, closures=self._closures)
-        except ScheduleError as exc:
-            raise errors.invalid(str(exc), field=exc.field) from None
-        now = datetime.now(UTC)
-        outside = [{"id": str(key), "appointment_date": start.isoformat(), "duration_minutes": minutes}
-                   for key, (start, minutes) in sorted(self._appts.items(), key=lambda kv: kv[1][0])
-                   if start >= now and not _within_hours(schedule, start, minutes)]
-        if outside and not msg.force:
-            raise errors.conflict("The new hours would leave booked appointments outside working hours; "
-                                  "pass force=true to keep them anyway", appointments=outside)
-        await con.execute(sql.SET_SCHEDULE, self.dentist_id, msg.available_times, msg.overrides, msg.timezone,
-                          msg.slot_minutes)
-        return {"conflicts": outside}
+        return await self._commit(decide, rows.Appointment, msg.idempotency)
 
     async def _expire(self) -> int:
         now = datetime.now(UTC)
@@ -610,10 +395,3 @@ class DentistActor(Actor):
             except HubError:  # a full mailbox: try again shortly
                 self._timer = asyncio.get_running_loop().call_later(0.2, self._wake)
 
-
-def _within_hours(schedule: Schedule, start: datetime, minutes: int) -> bool:
-    """Inside one working interval (of its local day, or one crossing midnight)."""
-    end = start + timedelta(minutes=minutes)
-    day = start.astimezone(ZoneInfo(schedule.timezone)).date()
-    return any(ws <= start and end <= we for d in (day - timedelta(days=1), day)
-               for ws, we in schedule.working_intervals(d))

@@ -46,7 +46,7 @@ class Settings:
     db_pool_max: int = 10
     db_timeout: float = 5.0
     max_body_bytes: int = 1024 * 1024
-    # Booking rules (issue 3); here so every module reads one object.
+    # Booking rules; here so every module reads one object (actors get them as actors.dentist.Rules).
     hold_ttl_seconds: int = 300
     hold_max_age_seconds: int = 1800
     max_holds_per_patient: int = 3
@@ -113,46 +113,52 @@ class Settings:
         if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
             raise ConfigError(f"LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, got {level!r}")
         direct = env.get("DATABASE_DIRECT_URL") or None
+        defaults = {f.name: f.default for f in dataclasses.fields(cls)}
+
+        def number(name: str, low: int, high: int) -> int:
+            """Setting `name` from NAME in the environment; the field's default is its default."""
+            return _int(env, name.upper(), defaults[name], low, high)  # type: ignore[arg-type]
+
         return cls(
             env=mode,
             database_url=env.get("DATABASE_URL") or None,
             jwt_secret=secret,
             host=env.get("HOST", "0.0.0.0"),
-            port=_int(env, "PORT", 8080, 0, 65535),
+            port=number("port", 0, 65535),
             log_level=level,
             var_dir=var_dir,
             sql_dir=Path(env.get("HUB_SQL_DIR") or ROOT / "sql"),
-            db_pool_min=_int(env, "DB_POOL_MIN", 2, 1, 100),
-            db_pool_max=_int(env, "DB_POOL_MAX", 10, 1, 200),
-            hold_ttl_seconds=_int(env, "HOLD_TTL_SECONDS", 300, 5, 3600),
-            hold_max_age_seconds=_int(env, "HOLD_MAX_AGE_SECONDS", 1800, 5, 86400),
-            max_holds_per_patient=_int(env, "MAX_HOLDS_PER_PATIENT", 3, 1, 50),
-            cancellation_window_hours=_int(env, "CANCELLATION_WINDOW_HOURS", 24, 0, 720),
-            waitlist_offer_minutes=_int(env, "WAITLIST_OFFER_MINUTES", 15, 1, 1440),
+            db_pool_min=number("db_pool_min", 1, 100),
+            db_pool_max=number("db_pool_max", 1, 200),
+            hold_ttl_seconds=number("hold_ttl_seconds", 5, 3600),
+            hold_max_age_seconds=number("hold_max_age_seconds", 5, 86400),
+            max_holds_per_patient=number("max_holds_per_patient", 1, 50),
+            cancellation_window_hours=number("cancellation_window_hours", 0, 720),
+            waitlist_offer_minutes=number("waitlist_offer_minutes", 1, 1440),
             upload_dir=Path(env.get("UPLOAD_DIR") or var_dir / "uploads"),
             metrics_token=env.get("METRICS_TOKEN") or None,
-            event_retention_hours=_int(env, "EVENT_RETENTION_HOURS", 24, 1, 24 * 90),
+            event_retention_hours=number("event_retention_hours", 1, 24 * 90),
             jwt_jwks_url=_jwks_url(env.get("JWT_JWKS_URL") or None),
             jwt_issuers=tuple(i.strip() for i in env.get("JWT_ISSUER", "").split(",") if i.strip()),
             database_direct_url=direct,
             # A separate direct URL means DATABASE_URL is a pooler: no named prepared statements.
             db_statement_cache=_int(env, "DB_STATEMENT_CACHE", 0 if direct else 100, 0, 10_000),
-            max_future_appointments_per_dentist=_int(env, "MAX_FUTURE_APPOINTMENTS_PER_DENTIST", 10, 0, 1000),
-            max_appointments_per_day=_int(env, "MAX_APPOINTMENTS_PER_DAY", 3, 0, 100),
-            rate_limit_user_per_minute=_int(env, "RATE_LIMIT_USER_PER_MINUTE", 120, 0, 1_000_000),
-            rate_limit_ip_per_minute=_int(env, "RATE_LIMIT_IP_PER_MINUTE", 1200, 0, 1_000_000),
-            max_connections_per_ip=_int(env, "MAX_CONNECTIONS_PER_IP", 256, 0, 1_000_000),
-            header_timeout_seconds=_int(env, "HEADER_TIMEOUT_SECONDS", 10, 1, 300),
-            heartbeat_timeout_seconds=_int(env, "HEARTBEAT_TIMEOUT_SECONDS", 60, 1, 3600),
+            max_future_appointments_per_dentist=number("max_future_appointments_per_dentist", 0, 1000),
+            max_appointments_per_day=number("max_appointments_per_day", 0, 100),
+            rate_limit_user_per_minute=number("rate_limit_user_per_minute", 0, 1_000_000),
+            rate_limit_ip_per_minute=number("rate_limit_ip_per_minute", 0, 1_000_000),
+            max_connections_per_ip=number("max_connections_per_ip", 0, 1_000_000),
+            header_timeout_seconds=number("header_timeout_seconds", 1, 300),
+            heartbeat_timeout_seconds=number("heartbeat_timeout_seconds", 1, 3600),
             public_url=_public_url(env.get("PUBLIC_URL", "")),
             webhook_allow_private=_bool(env, "WEBHOOK_ALLOW_PRIVATE"),
-            webhook_timeout_seconds=_int(env, "WEBHOOK_TIMEOUT_SECONDS", 10, 1, 60),
-            webhook_concurrency=_int(env, "WEBHOOK_CONCURRENCY", 8, 1, 100),
-            webhook_backoff_base_seconds=_int(env, "WEBHOOK_BACKOFF_BASE_SECONDS", 10, 1, 3600),
+            webhook_timeout_seconds=number("webhook_timeout_seconds", 1, 60),
+            webhook_concurrency=number("webhook_concurrency", 1, 100),
+            webhook_backoff_base_seconds=number("webhook_backoff_base_seconds", 1, 3600),
             webhook_retry_seconds=_int(env, "WEBHOOK_RETRY_HOURS", 24, 1, 24 * 7) * 3600.0,
-            webhook_disable_after=_int(env, "WEBHOOK_DISABLE_AFTER", 3, 1, 1000),
+            webhook_disable_after=number("webhook_disable_after", 1, 1000),
             reminder_offsets=reminder_offsets(env.get("REMINDER_OFFSETS", "1d,2h")),
-            reminder_max_late_minutes=_int(env, "REMINDER_MAX_LATE_MINUTES", 60, 1, 24 * 60),
+            reminder_max_late_minutes=number("reminder_max_late_minutes", 1, 24 * 60),
             clinic_timezone=_zone(env.get("CLINIC_TIMEZONE") or None),
         )
 

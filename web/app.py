@@ -14,7 +14,8 @@ import msgspec
 from aiohttp import web
 
 from actors.batch import GroupCommit
-from actors.dentist import DentistActor, Rules
+from actors.dentist import DentistActor
+from actors.rules import Rules
 from actors.directory import Directory
 from hub import db, metrics, migrate, reminders, users
 from hub.auth import verify_token
@@ -143,12 +144,7 @@ async def _actors(app: web.Application) -> AsyncIterator[None]:
     pubsub = PubSub()
     feed = Feed(pool, pubsub)
     feed.started = await pool.fetchval("SELECT now()")
-    rules = Rules(hold_ttl_seconds=settings.hold_ttl_seconds, hold_max_age_seconds=settings.hold_max_age_seconds,
-                  max_holds_per_patient=settings.max_holds_per_patient,
-                  cancellation_window_hours=settings.cancellation_window_hours,
-                  max_future_appointments_per_dentist=settings.max_future_appointments_per_dentist,
-                  max_appointments_per_day=settings.max_appointments_per_day,
-                  waitlist_offer_minutes=settings.waitlist_offer_minutes)
+    rules = Rules.of(settings)
     writes = GroupCommit(pool)
     directory: Directory[DentistActor] = Directory(
         lambda key: DentistActor(key, pool=pool, writes=writes, catalog=catalog, rules=rules, publish=feed.publish))
