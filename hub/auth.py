@@ -215,19 +215,3 @@ def require_owner(principal: Principal, owners: Iterable[uuid.UUID | None], *,
         return
     if principal.user_id is None or principal.user_id not in set(owners):
         raise errors.forbidden("You may only access your own records")
-
-
-def acting_patient(principal: Principal, patient_id: uuid.UUID | None) -> uuid.UUID:
-    """Whose booking this is: a patient acts for themselves; the service role
-    and admins act on behalf of the patient they name."""
-    if principal.is_service or principal.is_admin:
-        if patient_id is None:
-            if principal.user_id is not None and not principal.is_service:
-                return principal.user_id
-            raise errors.invalid("patient_id is required when acting on behalf of a patient",
-                                 field="patient_id")
-        return patient_id
-    user = require_user(principal)
-    if patient_id is not None and patient_id != user:
-        raise errors.forbidden("Patients may only act for themselves")
-    return user

@@ -22,9 +22,10 @@ from actors.dentist import DentistActor
 from actors.directory import Directory
 from actors.schedule import WEEKDAYS
 from hub import db, errors, policy, rows
-from hub.auth import Principal, acting_patient, require_user
+from hub.auth import Principal, require_user
 from hub.catalog import Catalog
 from hub.config import Settings
+from hub.policy import acting_patient
 from hub.rows import Status
 
 AwareDatetime = Annotated[datetime, msgspec.Meta(tz=True)]
@@ -260,7 +261,7 @@ class Booking:
             notes=body.notes, patient_notes=body.patient_notes, medical_history=body.medical_history,
             reservation_id=body.reservation_id, created_by=who.user_id, idempotency=idem,
             claims=None if who.is_service else db.claims_json(who),
-            capped=not (who.is_service or who.is_admin)))
+            capped=not policy.acts_for_anyone(who)))
 
     async def update(self, who: Principal, appointment_id: uuid.UUID, body: UpdateAppointmentDTO) -> dict[str, Any]:
         if body.appointment_date is not None:

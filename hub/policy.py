@@ -18,6 +18,7 @@ import enum
 import uuid
 from typing import Any, Literal
 
+from hub import errors
 from hub.auth import Principal, require_user
 from hub.events import Event
 
@@ -122,6 +123,22 @@ def owns(p: Principal, patient: uuid.UUID | None) -> bool:
 def acts_for_anyone(p: Principal) -> bool:
     """The service role and admins act on behalf of a patient they name."""
     return p.is_service or p.is_admin
+
+
+def acting_patient(p: Principal, patient_id: uuid.UUID | None) -> uuid.UUID:
+    """Whose booking (hold, waitlist entry) this is: a patient acts for
+    themselves; the service role and admins for the patient they name.
+    Raises VALIDATION_ERROR, FORBIDDEN or UNAUTHORIZED."""
+    if acts_for_anyone(p):
+        if patient_id is None:
+            if p.user_id is not None and not p.is_service:
+                return p.user_id
+            raise errors.invalid("patient_id is required when acting on behalf of a patient", field="patient_id")
+        return patient_id
+    user = require_user(p)
+    if patient_id is not None and patient_id != user:
+        raise errors.forbidden("Patients may only act for themselves")
+    return user
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

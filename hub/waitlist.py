@@ -16,7 +16,7 @@ import msgspec
 
 from actors import messages as m
 from hub import errors, metrics, policy
-from hub.auth import Principal, acting_patient
+from hub.auth import Principal
 from hub.booking import Booking, TypeName
 
 Weekday = Literal["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"]
@@ -60,7 +60,7 @@ class Waitlist:
     booking: Booking
 
     async def join(self, who: Principal, body: WaitlistDTO) -> dict[str, Any]:
-        patient = acting_patient(who, body.patient_id)
+        patient = policy.acting_patient(who, body.patient_id)
         kind = self.booking.catalog.get(body.appointment_type)
         today = datetime.now(timezone.utc).date()
         if body.latest_date < body.earliest_date:

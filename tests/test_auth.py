@@ -11,7 +11,8 @@ import jwt
 import pytest
 
 from hub import errors
-from hub.auth import Claims, Principal, acting_patient, issue_token, require_owner, require_role, verify_token
+from hub.auth import Claims, Principal, issue_token, require_owner, require_role, verify_token
+from hub.policy import acting_patient
 from tests.conftest import SECRET, assert_error
 
 
