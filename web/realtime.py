@@ -28,7 +28,7 @@ import asyncpg
 import msgspec
 from aiohttp import web
 
-from hub import errors, events, metrics, protocol
+from hub import db, errors, events, metrics, protocol
 from hub.auth import Principal, verify_token
 from hub.booking import Booking
 from hub.errors import HubError
@@ -164,12 +164,21 @@ class Realtime:
         subscribers = self._by_topic.get(f"notifications:user_id={user_id}")
         if not subscribers:
             return
-        row = await self._pool.fetchrow("SELECT id, user_id, kind, title, body, data, read_at, created_at "
-                                        "FROM public.notifications WHERE id = $1", notification_id)
-        if row is None:
-            return
-        self._fan_out(f"notifications:user_id={user_id}", "broadcast", {
-            "type": "broadcast", "event": "INSERT", "payload": {"event": "INSERT", "new": dict(row), "old": None}})
+        # Read as each subscriber (once per distinct token claims): the database's
+        # policies, the hub's and the clinic's own, decide what the socket sends.
+        rows: dict[str, Any] = {}
+        for channel in list(subscribers):
+            who = channel.viewer.principal
+            claims = db.claims_json(who)
+            if claims not in rows:
+                async with db.as_caller(self._pool, who) as con:
+                    rows[claims] = await con.fetchrow("SELECT id, user_id, kind, title, body, data, read_at, "
+                                                      "created_at FROM public.notifications WHERE id = $1",
+                                                      notification_id)
+            if rows[claims] is not None:
+                channel.session.push(protocol.encode(channel.session.vsn, channel.topic.name, "broadcast", {
+                    "type": "broadcast", "event": "INSERT",
+                    "payload": {"event": "INSERT", "new": dict(rows[claims]), "old": None}}))
 
     # ---- sessions ----------------------------------------------------------
 
