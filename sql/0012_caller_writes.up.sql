@@ -134,17 +134,21 @@ GRANT INSERT ON public.dentists TO authenticated;
 GRANT INSERT, DELETE ON public.user_roles TO authenticated;
 GRANT INSERT ON public.appointment_documents TO authenticated;
 
--- The policies, added only to a table whose policies are the hub's own. On an
--- adopted database (public.schema_adoption exists) a table that came with the
--- clinic's policies keeps exactly those, as adoption does (hub/adopt.py):
--- permissive policies OR together, so the hub's would widen what the clinic
--- allows. There the clinic's policies decide what its users may write through
--- the hub, as they decide it for its supabase-js apps.
+-- The policies, added only to a table whose policies are all the hub's own
+-- (by name: 0001's, 0002's, 0008's and these). On an adopted database a table
+-- that came with the clinic's policies keeps exactly those, as adoption does
+-- (hub/adopt.py): permissive policies OR together, so the hub's would widen
+-- what the clinic allows. There the clinic's policies decide what its users
+-- may write through the hub, as they decide it for its supabase-js apps.
 DO $$
 DECLARE
   _p record;
-  _adopted boolean := to_regclass('public.schema_adoption') IS NOT NULL;
-  _ours boolean;  -- the table's policies are the hub's
+  _hub text[] := ARRAY['slot_reservations_select', 'slot_reservations_delete', 'clinic_closures_select',
+                       'appointment_types_select', 'dentists_select', 'dentists_update', 'user_roles_select',
+                       'appointment_documents_select', 'slot_reservations_insert', 'slot_reservations_update',
+                       'slot_reservations_staff_select', 'slot_reservations_staff_delete', 'clinic_closures_admin',
+                       'appointment_types_admin', 'dentists_insert', 'user_roles_admin',
+                       'appointment_documents_insert'];
 BEGIN
   FOR _p IN SELECT * FROM (VALUES
     -- Holds: one's own (admins: anyone's), made by oneself; the dentist sees,
@@ -166,12 +170,8 @@ BEGIN
     ('appointment_documents', 'appointment_documents_insert', 'FOR INSERT WITH CHECK (uploaded_by = auth.uid() '
        'AND EXISTS (SELECT 1 FROM public.appointments a WHERE a.id = appointment_id))')
   ) AS p(tab, name, body) LOOP
-    _ours := NOT _adopted;
-    IF _adopted THEN  -- (dynamic: the log exists only on an adopted database)
-      EXECUTE 'SELECT EXISTS (SELECT 1 FROM public.schema_adoption WHERE action LIKE ''create policy % on '' || $1)'
-        INTO _ours USING _p.tab;
-    END IF;
-    IF NOT _ours THEN
+    IF EXISTS (SELECT 1 FROM pg_policy WHERE polrelid = format('public.%I', _p.tab)::regclass
+               AND polname <> ALL (_hub)) THEN
       RAISE NOTICE 'keeping the clinic''s own policies on %: the hub''s % is not added', _p.tab, _p.name;
     ELSIF NOT EXISTS (SELECT 1 FROM pg_policy WHERE polrelid = format('public.%I', _p.tab)::regclass
                       AND polname = _p.name) THEN

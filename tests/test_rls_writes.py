@@ -21,6 +21,7 @@ from hub.auth import Principal
 from hub.booking import Booking
 from hub.client import RealtimeClient
 from tests.conftest import SECRET, Api, Clinic, slot_at
+from tests.test_adopt import clinic_db  # noqa: F401 (a fixture)
 from web.app import REALTIME
 
 
@@ -254,3 +255,42 @@ async def test_the_clinics_own_policies_bound_writes(own_api: Api) -> None:
     assert refused(status, body), body
     status, body = await api.delete(f"/api/appointments/{appt['id']}", headers=token("aal2"))
     assert status == 200 and body["status"] == "cancelled", body
+
+
+async def test_on_an_adopted_database_the_clinics_policies_decide(clinic_db, aiohttp_client, tmp_path) -> None:
+    """Migration 0012 adds its write policies only where the policies are the
+    hub's (holds, closures); the clinic's tables keep exactly their own, which
+    then decide: its admins may manage dentists, and nobody may update
+    appointments (the clinic has no such policy), so a cancellation is refused."""
+    from hub.auth import issue_token
+    from hub.config import Settings
+    from tests.conftest import User
+    from tests.test_adopt import A1, ALICE, DR_DAN, run_migrate, snapshot
+    from web import create_app
+
+    dsn = await clinic_db()
+    before = {tuple(p) for p in (await snapshot(dsn))["pol"]}
+    await run_migrate(dsn)
+    after = {tuple(p) for p in (await snapshot(dsn))["pol"]}
+    clinic_tables = {p[0] for p in before}
+    assert {p for p in after if p[0] in clinic_tables} == before
+    assert {p[1] for p in after if p[0] in ("slot_reservations", "clinic_closures")} >= {
+        "slot_reservations_insert", "slot_reservations_staff_delete", "clinic_closures_admin"}
+
+    settings = Settings(env="test", database_url=dsn, jwt_secret=SECRET, var_dir=tmp_path,
+                        upload_dir=tmp_path / "uploads", db_pool_min=1, db_pool_max=4)
+    api = Api(await aiohttp_client(create_app(settings)))
+    admin = User(uuid.UUID("ad000000-0000-4000-8000-000000000003"),
+                 issue_token(SECRET, uuid.UUID("ad000000-0000-4000-8000-000000000003")))
+    alice = User(ALICE, issue_token(SECRET, ALICE))
+    status, body = await api.put(f"/api/dentists/{DR_DAN}", admin, json={"specialization": "Endodontics"})
+    assert status == 200 and body["specialization"] == "Endodontics", body  # "Admins manage dentists"
+    day = (date.today() + timedelta(days=400)).isoformat()
+    status, body = await api.put(f"/api/clinic/closures/{day}", admin, json={"reason": "audit"})
+    assert status == 200, body  # the hub's own table, the hub's policy
+    status, held = await api.post(f"/api/availability/{DR_DAN}/reservations", alice,
+                                  json={"slot_time": slot_at(days=15), "appointment_type": "checkup"})
+    assert status == 201, held
+    status, body = await api.delete(f"/api/appointments/{A1}", admin)
+    assert refused(status, body), body
+    assert await api.pool.fetchval("SELECT status::text FROM appointments WHERE id = $1", uuid.UUID(A1)) == "confirmed"
