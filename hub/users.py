@@ -66,6 +66,9 @@ class Principals:
     def forget(self, user_id: uuid.UUID) -> None:
         self._roles.pop(user_id, None)
 
+    def clear(self) -> None:
+        self._roles.clear()
+
     async def get(self, claims: Claims) -> Principal:
         """A user seen for the first time is signed up as a patient, as
         Supabase's sign-up trigger would. An anonymous sign-in (Supabase's

@@ -16,7 +16,7 @@ from hub.client import RealtimeClient
 from hub.config import ROOT
 from tests.conftest import ALL_DAY, SECRET, HubProcesses
 from tests.test_presence import presence_until
-from web.realtime import PRESENCE_PERIOD
+from web.presence import PRESENCE_PERIOD
 
 pgserver = pytest.importorskip("pgserver", reason="the embedded PostgreSQL wheel is needed to own a server to restart")
 
@@ -101,7 +101,7 @@ async def test_presence_converges_after_a_database_restart(private_server, tmp_p
         await b.join()
         await asyncio.get_running_loop().run_in_executor(None, restart, private_server)
         await a.push("presence", {"type": "presence", "event": "track", "payload": {"client": "one"}})
-        await presence_until(b, {}, lambda s: "one" in s, timeout=PRESENCE_PERIOD + 10)
+        await presence_until(b, {}, lambda s: str(admin) in s, timeout=PRESENCE_PERIOD + 10)
     finally:
         await one.close()
         await two.close()

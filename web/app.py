@@ -17,6 +17,7 @@ from actors.batch import GroupCommit
 from actors.dentist import DentistActor, Rules
 from actors.directory import Directory
 from hub import db, metrics, migrate, users
+from hub.auth import verify_token
 from hub.booking import Booking
 from hub.catalog import Catalog
 from hub.config import Settings
@@ -27,7 +28,7 @@ from hub.listener import Listener
 from hub.pubsub import PubSub
 from hub.sweeper import sweep_forever
 from web.realtime import Realtime
-from web import admin, appointments, availability, clinic, health, notifications, openapi, profiles
+from web import admin, appointments, availability, clinic, health, limits, notifications, openapi, profiles, relay
 from web._http import BOOKING, KEYS, POOL, PRINCIPALS, REQUEST_ID, SETTINGS, USER_ID, json
 
 log = logging.getLogger("hub.http")
@@ -141,14 +142,18 @@ async def _actors(app: web.Application) -> AsyncIterator[None]:
     feed.started = await pool.fetchval("SELECT now()")
     rules = Rules(hold_ttl_seconds=settings.hold_ttl_seconds, hold_max_age_seconds=settings.hold_max_age_seconds,
                   max_holds_per_patient=settings.max_holds_per_patient,
-                  cancellation_window_hours=settings.cancellation_window_hours)
+                  cancellation_window_hours=settings.cancellation_window_hours,
+                  max_future_appointments_per_dentist=settings.max_future_appointments_per_dentist,
+                  max_appointments_per_day=settings.max_appointments_per_day)
     writes = GroupCommit(pool)
     directory: Directory[DentistActor] = Directory(
         lambda key: DentistActor(key, pool=pool, writes=writes, catalog=catalog, rules=rules, publish=feed.publish))
     listener = Listener(settings.direct_url or "", pool, directory, catalog, feed)
     app[PUBSUB], app[DIRECTORY], app[LISTENER] = pubsub, directory, listener
     booking = app[BOOKING] = Booking(pool, directory, catalog, settings)
-    realtime = app[REALTIME] = Realtime(pool, app[PRINCIPALS], booking, app[KEYS])
+    realtime = app[REALTIME] = Realtime(pool, app[PRINCIPALS], booking, app[KEYS],
+                                        retention_hours=settings.event_retention_hours)
+    realtime.heartbeat_timeout = settings.heartbeat_timeout_seconds
     pubsub.subscribe(realtime.on_event)
 
     def notified(con: Any, pid: int, channel: str, payload: str) -> None:
@@ -160,15 +165,12 @@ async def _actors(app: web.Application) -> AsyncIterator[None]:
             log.warning("ignored a malformed hub_notifications payload")
 
     listener.extra_channels["hub_notifications"] = notified
-    for name, receive in (("hub_broadcast", realtime.on_relayed_broadcast),
-                          ("hub_presence", realtime.on_relayed_presence)):
-        listener.extra_channels[name] = lambda con, pid, channel, payload, receive=receive: receive(payload)
-    listener.on_connect.append(realtime.request_presence)
+    realtime.listen(listener)
     metrics.track(lambda: (pool.get_size(), pool.get_idle_size()), lambda: len(directory),
                   lambda: len(realtime.sessions))
     tasks = [_supervised(listener.run(), "listener"), _supervised(directory.reap_forever(), "reaper"),
              _supervised(sweep_forever(pool, retention_hours=settings.event_retention_hours), "sweeper"), _supervised(_expire_tokens(realtime), "tokens"),
-             _supervised(realtime.record_latencies(), "latencies"), _supervised(realtime.relay_presence(), "presence"),
+             *[_supervised(loop, name) for name, loop in realtime.background()],
              _supervised(_shed_when_cut_off(listener, realtime), "cut-off")]
     try:  # serve only once events from other processes can reach us
         await asyncio.wait_for(listener.ready.wait(), 10)
@@ -208,7 +210,7 @@ async def _expire_tokens(realtime: Realtime, every: float = 5.0) -> None:
     """Channels whose token ran out are ended, as Supabase Realtime does."""
     while True:
         await asyncio.sleep(every)
-        realtime.expire_tokens()
+        realtime.joins.expire_tokens()
 
 
 async def _close_sockets(app: web.Application) -> None:
@@ -257,8 +259,10 @@ async def _database_health(app: web.Application) -> dict[str, int]:
 
 
 def create_app(settings: Settings) -> web.Application:
-    app = web.Application(middlewares=[errors_and_access_log], client_max_size=settings.max_body_bytes)
+    app = web.Application(middlewares=[errors_and_access_log, limits.by_address],
+                          client_max_size=settings.max_body_bytes)
     app[SETTINGS] = settings
+    app[limits.LIMITS] = limits.RateLimits(settings.rate_limit_user_per_minute, settings.rate_limit_ip_per_minute)
     app.cleanup_ctx.extend([_keys, _postgres, _actors])
     health.register(app, "database", _database_health)
     health.register(app, "realtime", _realtime_health)
@@ -266,6 +270,8 @@ def create_app(settings: Settings) -> web.Application:
     for module in (health, profiles, availability, appointments, notifications, clinic, openapi):
         app.add_routes(module.routes)
     app.router.add_get("/realtime/v1/websocket", _websocket)
+    app.add_routes(relay.routes(lambda request: request.app[REALTIME].relay,
+                                lambda token: verify_token(app[KEYS], token)))
     app.router.add_get("/metrics", _metrics)
     admin.setup(app)
     app.on_shutdown.append(_close_sockets)
