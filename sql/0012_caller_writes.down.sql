@@ -21,6 +21,30 @@ BEGIN
   END IF;
 END $$;
 
+-- hub_book as 0008 made it (which is what a database that ran 0008 had).
+CREATE OR REPLACE FUNCTION public.hub_book(_dentist uuid, _a jsonb) RETURNS jsonb
+LANGUAGE plpgsql SET search_path = public AS $$
+DECLARE
+  _row public.appointments;
+  _claims text := _a ->> 'claims';
+BEGIN
+  IF _claims IS NOT NULL THEN
+    PERFORM set_config('request.jwt.claims', _claims, true), set_config('role', 'authenticated', true);
+  END IF;
+  DELETE FROM public.slot_reservations
+  WHERE dentist_id = _dentist AND id IN (SELECT value::uuid FROM jsonb_array_elements_text(_a -> 'consume'));
+  INSERT INTO public.appointments (id, patient_id, dentist_id, appointment_date, duration_minutes, buffer_minutes,
+                                   appointment_type, notes, patient_notes, medical_history, created_by)
+  VALUES ((_a ->> 'id')::uuid, (_a ->> 'patient_id')::uuid, _dentist, (_a ->> 'start')::timestamptz,
+          (_a ->> 'duration')::int, (_a ->> 'buffer')::int, _a ->> 'type', _a ->> 'notes', _a ->> 'patient_notes',
+          _a ->> 'medical_history', (_a ->> 'created_by')::uuid)
+  RETURNING * INTO _row;
+  IF _claims IS NOT NULL THEN
+    PERFORM set_config('role', 'none', true), set_config('request.jwt.claims', '', true);
+  END IF;
+  RETURN to_jsonb(_row);
+END $$;
+
 -- hub_hold as 0006 made it.
 CREATE OR REPLACE FUNCTION public.hub_hold(_dentist uuid, _a jsonb) RETURNS jsonb
 LANGUAGE plpgsql SET search_path = public AS $$

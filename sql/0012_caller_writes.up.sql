@@ -17,6 +17,37 @@ LANGUAGE sql AS $$
   WHERE _claims IS NOT NULL
 $$;
 
+-- A booking: 0007's (refused, with nothing written, past the patient's caps)
+-- and 0008's (the insert and the holds it consumes under the caller's claims)
+-- together. 0008 restated 0004's, so on a fresh database it replaced 0007's
+-- and the caps were never checked. The caps are counted as the hub (other
+-- dentists' appointments are not the caller's to see under every policy).
+CREATE OR REPLACE FUNCTION public.hub_book(_dentist uuid, _a jsonb) RETURNS jsonb
+LANGUAGE plpgsql SET search_path = public AS $$
+DECLARE
+  _row public.appointments;
+  _refused text;
+BEGIN
+  IF _a ? 'caps' THEN
+    _refused := public.hub_appointment_cap((_a ->> 'patient_id')::uuid, _dentist, (_a ->> 'start')::timestamptz,
+                                           NULL, _a -> 'caps');
+    IF _refused IS NOT NULL THEN
+      RETURN jsonb_build_object('refused', _refused);
+    END IF;
+  END IF;
+  PERFORM public.hub_as_caller(_a ->> 'claims');
+  DELETE FROM public.slot_reservations
+  WHERE dentist_id = _dentist AND id IN (SELECT value::uuid FROM jsonb_array_elements_text(_a -> 'consume'));
+  INSERT INTO public.appointments (id, patient_id, dentist_id, appointment_date, duration_minutes, buffer_minutes,
+                                   appointment_type, notes, patient_notes, medical_history, created_by)
+  VALUES ((_a ->> 'id')::uuid, (_a ->> 'patient_id')::uuid, _dentist, (_a ->> 'start')::timestamptz,
+          (_a ->> 'duration')::int, (_a ->> 'buffer')::int, _a ->> 'type', _a ->> 'notes', _a ->> 'patient_notes',
+          _a ->> 'medical_history', (_a ->> 'created_by')::uuid)
+  RETURNING * INTO _row;
+  PERFORM set_config('role', 'none', true), set_config('request.jwt.claims', '', true);
+  RETURN to_jsonb(_row);
+END $$;
+
 -- A hold: the patient's hold count and the release of expired holds it
 -- overlaps are the hub's bookkeeping (they touch other patients' rows); the
 -- insert is the caller's. Otherwise as in 0006.
@@ -122,8 +153,9 @@ BEGIN
 END $$;
 
 REVOKE EXECUTE ON FUNCTION public.hub_as_caller(text) FROM PUBLIC, anon, authenticated;
-REVOKE EXECUTE ON FUNCTION public.hub_hold(uuid, jsonb), public.hub_extend_hold(uuid, jsonb),
-  public.hub_write(uuid, bigint, text, jsonb, jsonb) FROM PUBLIC, anon, authenticated;
+REVOKE EXECUTE ON FUNCTION public.hub_book(uuid, jsonb), public.hub_hold(uuid, jsonb),
+  public.hub_extend_hold(uuid, jsonb), public.hub_write(uuid, bigint, text, jsonb, jsonb)
+  FROM PUBLIC, anon, authenticated;
 
 -- What those writes need beyond 0001, 0002 and 0008. The API roles already
 -- have these rights on Supabase (its default grants); GRANT is a no-op there.

@@ -190,12 +190,14 @@ async def test_a_document_on_someone_elses_appointment_is_refused(api: Api, clin
 
 
 async def test_the_socket_reads_a_notification_as_its_subscriber(api: Api, clinic: Clinic, monkeypatch) -> None:
-    """Let anyone follow anyone's notifications: the row is read under each
-    subscriber's claims, so only its owner's socket receives it."""
+    """Let anyone follow anyone's notifications, and the app's own filter take
+    everyone for their owner: the row is read under each subscriber's token
+    claims, so only its owner's socket receives it."""
     from web import channels
 
-    monkeypatch.setattr(channels, "authorize_join", lambda topic, viewer: None)
     alice, bob = clinic.patient, clinic.other_patient
+    monkeypatch.setattr(channels, "denied", lambda topic, viewer: None)
+    monkeypatch.setattr(Principal, "user_id", property(lambda self: alice.id))  # every caller passes for Alice
     url = str(api.client.make_url("")).rstrip("/")
     topic = f"notifications:user_id={alice.id}"
     mine, spy = RealtimeClient(url, alice.token), RealtimeClient(url, bob.token)
