@@ -432,8 +432,9 @@ class DentistActor(Actor):
                 return {**stored["response"], "_replayed": True}
         return await act()
 
-    def _hold_args(self, hold_id: uuid.UUID) -> dict[str, Any]:
-        return {"hold_id": hold_id, "ttl": self._rules.hold_ttl_seconds, "max_age": self._rules.hold_max_age_seconds}
+    def _hold_args(self, hold_id: uuid.UUID, claims: str | None) -> dict[str, Any]:
+        return {"hold_id": hold_id, "ttl": self._rules.hold_ttl_seconds, "max_age": self._rules.hold_max_age_seconds,
+                "claims": claims}
 
     async def _hold(self, msg: Hold) -> dict[str, Any]:
         kind = self._catalog.get(msg.appointment_type)
@@ -445,13 +446,13 @@ class DentistActor(Actor):
             end = msg.start + timedelta(minutes=kind.blocked_minutes)
             for key in own:  # holding your own held slot again just refreshes it
                 if (self._holds[key].start, self._holds[key].end) == (msg.start, end):
-                    return "extend", self._hold_args(key)
+                    return "extend", self._hold_args(key, msg.claims)
             if own:
                 raise slot_unavailable("You already hold an overlapping slot; release it first",
                                        reservation_ids=[str(k) for k in own])
             return "hold", {"patient_id": msg.patient_id, "start": msg.start, "minutes": kind.blocked_minutes,
                             "type": kind.name, "ttl": self._rules.hold_ttl_seconds, "created_by": msg.created_by,
-                            "max_holds": self._rules.max_holds_per_patient}
+                            "max_holds": self._rules.max_holds_per_patient, "claims": msg.claims}
 
         return await self._idempotent(msg.idempotency,
                                       lambda: self._commit(decide, sql.SlotReservation, msg.idempotency))
@@ -467,11 +468,11 @@ class DentistActor(Actor):
     def _extend(self, msg: ExtendHold) -> tuple[str, dict[str, Any]]:
         if self._owned_hold(msg.hold_id, msg.patient_id).expires_at <= datetime.now(UTC):
             raise errors.not_found("reservation", msg.hold_id)
-        return "extend", self._hold_args(msg.hold_id)
+        return "extend", self._hold_args(msg.hold_id, msg.claims)
 
     def _release(self, msg: ReleaseHold) -> tuple[str, dict[str, Any]]:
         self._owned_hold(msg.hold_id, msg.patient_id)
-        return "release", {"hold_id": msg.hold_id}
+        return "release", {"hold_id": msg.hold_id, "claims": msg.claims}
 
     def _notice(self, patient: uuid.UUID, by: uuid.UUID | None, kind: str, appointment_id: uuid.UUID,
                 start: datetime, appointment_type: str, status: str) -> list[dict[str, Any]]:
@@ -512,6 +513,7 @@ class DentistActor(Actor):
         current = dict(row)
         sets: dict[str, Any] = {}
         kinds: list[str] = []
+        consume: list[uuid.UUID] = []
         status = msg.status
         # Repeating the current status is a no-op, except cancelling twice, which the caller should hear about.
         if status is not None and (status != current["status"] or status == "cancelled"):
@@ -544,8 +546,7 @@ class DentistActor(Actor):
                 if caps and (refused := await con.fetchval(sql.CAPS, current["patient_id"], self.dentist_id, start,
                                                            msg.appointment_id, caps)):
                     raise self._refusal(refused, {})
-                for key in own:
-                    await con.execute(sql.DELETE_HOLD, key)
+                consume = own  # the patient's own holds on the new time go with the move
                 kinds.append("rescheduled")
             sets.update(appointment_date=start, appointment_type=kind.name,
                         duration_minutes=kind.duration_minutes, buffer_minutes=kind.buffer_minutes)
@@ -555,11 +556,17 @@ class DentistActor(Actor):
             return current
         assignments = ", ".join(f"{col} = ${i}" for i, col in enumerate(sets, start=2))
         try:
-            updated = dict(await con.fetchrow(
-                f"UPDATE public.appointments SET {assignments} WHERE id = $1 RETURNING {sql.APPOINTMENT_COLUMNS}",
-                msg.appointment_id, *sets.values()))
+            async with db.claims_scope(con, msg.claims):  # the caller's policies bound the change (RLS)
+                for key in consume:
+                    await con.execute(sql.DELETE_HOLD, key)
+                row = await con.fetchrow(
+                    f"UPDATE public.appointments SET {assignments} WHERE id = $1 RETURNING {sql.APPOINTMENT_COLUMNS}",
+                    msg.appointment_id, *sets.values())
+                if row is None:  # their policies hid the row from the UPDATE
+                    raise db.policy_refusal(f"UPDATE of appointment {msg.appointment_id}")
         except asyncpg.ExclusionViolationError:
             raise slot_unavailable("That time is already booked") from None
+        updated = dict(row)
         for kind_name in filter(None, kinds):
             for n in self._notice(current["patient_id"], msg.by, kind_name, updated["id"],
                                   updated["appointment_date"], updated["appointment_type"], updated["status"]):
@@ -579,8 +586,10 @@ class DentistActor(Actor):
         if outside and not msg.force:
             raise errors.conflict("The new hours would leave booked appointments outside working hours; "
                                   "pass force=true to keep them anyway", appointments=outside)
-        await con.execute(sql.SET_SCHEDULE, self.dentist_id, msg.available_times, msg.overrides, msg.timezone,
-                          msg.slot_minutes)
+        async with db.claims_scope(con, msg.claims):  # the caller's policies bound the change (RLS)
+            if await con.fetchval(sql.SET_SCHEDULE, self.dentist_id, msg.available_times, msg.overrides,
+                                  msg.timezone, msg.slot_minutes) is None:
+                raise db.policy_refusal(f"UPDATE of dentist {self.dentist_id}'s hours")
         return {"conflicts": outside}
 
     async def _expire(self) -> int:
