@@ -7,6 +7,7 @@ import asyncio
 import dataclasses
 import inspect
 import os
+import re
 import uuid
 from pathlib import Path
 from typing import Any, AsyncIterator, Awaitable, Callable, Iterator, TypeVar
@@ -40,6 +41,14 @@ async def eventually(check: Callable[[], T | Awaitable[T]], *, timeout: float = 
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError(f"{what} did not happen within {timeout} s (last: {result!r})")
         await asyncio.sleep(interval)
+
+
+def metric(text: str, name: str, **labels: str) -> float:
+    """One sample from a /metrics page (labels in their declared order); 0 when absent."""
+    wanted = ",".join(f'{k}="{v}"' for k, v in labels.items())
+    pattern = re.escape(name) + (r"\{" + re.escape(wanted) + r"\}" if wanted else "") + r" ([0-9.e+-]+)"
+    match = re.search(pattern, text)
+    return float(match.group(1)) if match else 0.0
 
 
 def running_actor_tasks() -> list[str]:
