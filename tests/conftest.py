@@ -136,6 +136,17 @@ def databases(server_dsn: str) -> Iterator[Databases]:
 
 
 @pytest.fixture
+def cluster() -> Iterator[Any]:
+    """A PostgreSQL server of the test's own (tests/pgcluster.py), which it may restart or kill."""
+    from tests.pgcluster import Cluster
+
+    server = Cluster()
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
 def scratch_dsn(databases: Databases) -> Iterator[str]:
     """A migrated database of the test's own, for tests that break or drop it."""
     dsn = databases.create()
