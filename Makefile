@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed-stamp
 
 JS     := tests/js
 WORKERS ?= 1
-.PHONY: run test install js browser clean
+.PHONY: run test install js browser pgbouncer clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -30,10 +30,16 @@ browser:
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null); } || \
 	  echo "WARNING: chromium is not installed and could not be: the console browser tests will be skipped"
 
+# Debian's pgbouncer, for the transaction-pooler tests (tests/test_pooler.py).
+pgbouncer:
+	@command -v pgbouncer >/dev/null || test -x /usr/sbin/pgbouncer || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq pgbouncer >/dev/null); } || \
+	  echo "WARNING: pgbouncer is not installed and could not be: the pooler tests will be skipped"
+
 run: install
 	$(BIN)/hub serve --migrate --demo --workers $(WORKERS)
 
-test: install js browser
+test: install js browser pgbouncer
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 clean:

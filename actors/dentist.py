@@ -243,6 +243,8 @@ class DentistActor(Actor):
                     else await con.fetchval(sql.WRITE, self.dentist_id, self.version, op, args, idem))
             except asyncpg.ExclusionViolationError:  # memory was wrong; the database was not
                 raise slot_unavailable("That time is already taken") from None
+            except asyncpg.InsufficientPrivilegeError as exc:  # the caller's claims do not allow it (RLS)
+                raise db.policy_refusal(exc) from None
             except asyncpg.UniqueViolationError as exc:
                 if exc.table_name != "idempotency_keys":
                     raise
@@ -446,7 +448,7 @@ class DentistActor(Actor):
                 "id": appointment_id, "consume": own, "patient_id": msg.patient_id, "start": msg.start,
                 "duration": kind.duration_minutes, "buffer": kind.buffer_minutes, "type": kind.name,
                 "notes": msg.notes, "patient_notes": msg.patient_notes, "medical_history": msg.medical_history,
-                "created_by": msg.created_by,
+                "created_by": msg.created_by, "claims": msg.claims,
                 "notices": self._notice(msg.patient_id, msg.created_by, "booked", appointment_id, msg.start,
                                         kind.name, "pending")}
 

@@ -59,6 +59,7 @@ class Book:
     reservation_id: uuid.UUID | None = None
     created_by: uuid.UUID | None = None
     idempotency: Idempotency | None = None
+    claims: str | None = None             # the caller's JWT claims: the insert runs under them (RLS)
 
 
 @_frozen

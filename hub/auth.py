@@ -1,21 +1,26 @@
 """JWT authentication and the authorization helpers every endpoint uses.
 
-Tokens are Supabase-style HS256 JWTs: `role` is `authenticated` (a signed-in
-user, `sub` is their id, `aud` is `authenticated`), `service_role` (the
-chatbot; may act on behalf of a patient it names) or `anon`. Application roles
-(patient, dentist, admin) come from `user_roles`, never from the token.
+Tokens are Supabase Auth's: HS256 with the project's secret, or ES256/RS256
+with a key from the project's JWKS (hub.keys), both accepted together during a
+key rotation. `role` is `authenticated` (a signed-in user, `sub` is their id,
+`aud` is `authenticated`; `is_anonymous` marks Supabase's anonymous sign-ins),
+`service_role` (the chatbot; may act on behalf of a patient it names) or
+`anon`. Application roles (patient, dentist, admin) come from `user_roles`,
+never from the token.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import time
 import uuid
-from typing import Any, Iterable
+from typing import Any, Iterable, Mapping
 
 import jwt
 
 from hub import errors
+from hub.keys import ASYMMETRIC, Keys
 
 ALGORITHM = "HS256"
 AUDIENCE = "authenticated"
@@ -31,6 +36,10 @@ class Claims:
     sub: uuid.UUID | None
     exp: int
     email: str | None = None
+    is_anonymous: bool = False
+    # The whole verified payload (Supabase's app_metadata, aal, amr, session_id...),
+    # handed to PostgreSQL as `request.jwt.claims` for its policies.
+    raw: Mapping[str, Any] = dataclasses.field(default_factory=dict, compare=False, repr=False)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -57,14 +66,15 @@ class Principal:
 
 
 def issue_token(secret: str, sub: uuid.UUID | str | None, *, role: str = "authenticated",
-                ttl: int = 3600, email: str | None = None, now: float | None = None) -> str:
-    """Sign a token the way Supabase's auth server would."""
+                ttl: int = 3600, email: str | None = None, now: float | None = None,
+                issuer: str = "dental-hub") -> str:
+    """Sign an HS256 token the way Supabase's auth server would."""
     if role not in JWT_ROLES:
         raise ValueError(f"role must be one of {', '.join(JWT_ROLES)}")
     if role == "authenticated" and sub is None:
         raise ValueError("an authenticated token needs a subject (user id)")
     issued = int(time.time() if now is None else now)
-    claims: dict[str, Any] = {"role": role, "iat": issued, "exp": issued + ttl, "iss": "dental-hub"}
+    claims: dict[str, Any] = {"role": role, "iat": issued, "exp": issued + ttl, "iss": issuer}
     if role == "authenticated":
         claims["aud"] = AUDIENCE
     if sub is not None:
@@ -74,38 +84,68 @@ def issue_token(secret: str, sub: uuid.UUID | str | None, *, role: str = "authen
     return jwt.encode(claims, secret, algorithm=ALGORITHM)
 
 
-_verified: dict[tuple[str, str], Claims] = {}
 _VERIFIED_MAX = 20_000
 
 
-def verify_token(secret: str, token: str | None) -> Claims:
-    """Check signature, algorithm, expiry and the claims we rely on.
+@functools.lru_cache(maxsize=16)
+def _secret_only(secret: str) -> Keys:
+    return Keys(secret)
 
-    Raises HubError(UNAUTHORIZED) for every way a token can be bad; the message
-    says which, without echoing the token. A token that verified once is
-    remembered until it expires: clients send the same one on every request,
-    and checking an HMAC over again is a tenth of a booking's CPU.
+
+def verify_token(keys: Keys | str, token: str | None) -> Claims:
+    """Check signature, algorithm, expiry, issuer and the claims we rely on.
+
+    `keys` is the app's key set (a bare secret means HS256 only). Raises
+    HubError(UNAUTHORIZED) for every way a token can be bad; the message says
+    which, without echoing the token. A token that verified once is remembered
+    until it expires or the key set changes: clients send the same one on every
+    request, and checking a signature over again is a tenth of a booking's CPU.
     """
     if not token:
         raise errors.unauthorized("Missing bearer token")
-    known = _verified.get((secret, token))
+    if isinstance(keys, str):
+        keys = _secret_only(keys)
+    known = keys.verified.get(token)
     if known is not None:
         if known.exp > time.time():
             return known
-        del _verified[(secret, token)]
-    claims = _verify(secret, token)
-    if len(_verified) >= _VERIFIED_MAX:
-        _verified.clear()  # bounded; entries are cheap to verify again
-    _verified[(secret, token)] = claims
+        del keys.verified[token]
+    claims = _verify(keys, token)
+    if len(keys.verified) >= _VERIFIED_MAX:
+        keys.verified.clear()  # bounded; entries are cheap to verify again
+    keys.verified[token] = claims
     return claims
 
 
-def _verify(secret: str, token: str) -> Claims:
+def _key_for(keys: Keys, token: str) -> tuple[Any, str]:
+    """The key and the one algorithm this token may be verified with. The
+    algorithm comes from the key, never from the token alone: an HS256 token
+    is checked only against the secret, so a public key used as an HMAC
+    secret (alg confusion) fails, and `none` is never accepted."""
     try:
-        # `algorithms` pins HS256: `none` and asymmetric algorithms are refused,
-        # which closes the classic alg-confusion attacks.
-        raw = jwt.decode(token, secret, algorithms=[ALGORITHM],
-                         options={"require": ["exp", "role"], "verify_aud": False})
+        header = jwt.get_unverified_header(token)
+    except jwt.InvalidTokenError:
+        raise errors.unauthorized("Token is malformed") from None
+    alg = header.get("alg")
+    if alg == ALGORITHM and keys.secret:
+        return keys.secret, ALGORITHM
+    if alg in ASYMMETRIC and keys.jwks_url:
+        kid = header.get("kid")
+        if not isinstance(kid, str):
+            raise errors.unauthorized("Token has no key id ('kid')")
+        key = keys.key(kid)
+        if key is None:
+            raise errors.unauthorized("Token is signed with a key the project does not publish")
+        return key.key, key.algorithm_name
+    raise errors.unauthorized("Token algorithm not allowed")
+
+
+def _verify(keys: Keys, token: str) -> Claims:
+    key, algorithm = _key_for(keys, token)
+    try:
+        raw = jwt.decode(token, key, algorithms=[algorithm], issuer=keys.issuers or None,
+                         options={"require": ["exp", "role", *(["iss"] if keys.issuers else [])],
+                                  "verify_aud": False})
     except jwt.ExpiredSignatureError:
         raise errors.unauthorized("Token has expired") from None
     except jwt.InvalidAlgorithmError:
@@ -114,6 +154,8 @@ def _verify(secret: str, token: str) -> Claims:
         raise errors.unauthorized("Token signature is invalid") from None
     except jwt.MissingRequiredClaimError as exc:
         raise errors.unauthorized(f"Token is missing the {exc.claim!r} claim") from None
+    except jwt.InvalidIssuerError:
+        raise errors.unauthorized("Token issuer is not accepted") from None
     except jwt.InvalidTokenError:
         raise errors.unauthorized("Token is malformed") from None
     role = raw.get("role")
@@ -130,8 +172,11 @@ def _verify(secret: str, token: str) -> Claims:
         subject = uuid.UUID(sub) if sub is not None else None
     except (ValueError, TypeError, AttributeError):
         raise errors.unauthorized("Token subject is not a user id") from None
-    email = raw.get("email") if isinstance(raw.get("email"), str) else None
-    return Claims(role=role, sub=subject, exp=int(raw["exp"]), email=email)
+    email = raw.get("email") if isinstance(raw.get("email"), str) and raw.get("email") else None
+    anonymous = raw.get("is_anonymous", False)
+    if not isinstance(anonymous, bool):
+        raise errors.unauthorized("Token claim 'is_anonymous' must be true or false")
+    return Claims(role=role, sub=subject, exp=int(raw["exp"]), email=email, is_anonymous=anonymous, raw=raw)
 
 
 def bearer(header: str | None) -> str | None:

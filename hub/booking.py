@@ -22,7 +22,7 @@ from actors.dentist import DentistActor
 from actors.dentist_sql import APPOINTMENT_COLUMNS
 from actors.directory import Directory
 from actors.schedule import WEEKDAYS
-from hub import errors
+from hub import db, errors
 from hub.auth import Principal, acting_patient, require_user
 from hub.catalog import Catalog
 from hub.config import Settings
@@ -141,12 +141,15 @@ class Booking:
 
     async def appointment(self, who: Principal, appointment_id: uuid.UUID) -> tuple[dict[str, Any], bool]:
         """The appointment with its documents, if the caller may see it; and
-        whether the caller is staff for it. NOT_FOUND hides others' records."""
-        row = await self.pool.fetchrow(
-            f"SELECT {_prefixed('a')}, d.user_id AS dentist_user_id, "
-            "coalesce((SELECT jsonb_agg(to_jsonb(doc) ORDER BY doc.created_at) FROM public.appointment_documents doc "
-            "WHERE doc.appointment_id = a.id), '[]') AS documents "
-            "FROM public.appointments a JOIN public.dentists d ON d.id = a.dentist_id WHERE a.id = $1", appointment_id)
+        whether the caller is staff for it. NOT_FOUND hides others' records.
+        Read under the caller's claims: RLS hides them too."""
+        async with db.as_caller(self.pool, who) as con:
+            row = await con.fetchrow(
+                f"SELECT {_prefixed('a')}, d.user_id AS dentist_user_id, "
+                "coalesce((SELECT jsonb_agg(to_jsonb(doc) ORDER BY doc.created_at) FROM public.appointment_documents doc "
+                "WHERE doc.appointment_id = a.id), '[]') AS documents "
+                "FROM public.appointments a JOIN public.dentists d ON d.id = a.dentist_id WHERE a.id = $1",
+                appointment_id)
         if row is None:
             raise errors.not_found("appointment", appointment_id)
         appt = dict(row)
@@ -257,7 +260,8 @@ class Booking:
         return await self.directory.ask(str(body.dentist_id), m.Book(
             patient_id=patient, start=body.appointment_date, appointment_type=body.appointment_type,
             notes=body.notes, patient_notes=body.patient_notes, medical_history=body.medical_history,
-            reservation_id=body.reservation_id, created_by=who.user_id, idempotency=idem))
+            reservation_id=body.reservation_id, created_by=who.user_id, idempotency=idem,
+            claims=None if who.is_service else db.claims_json(who)))
 
     async def update(self, who: Principal, appointment_id: uuid.UUID, body: UpdateAppointmentDTO) -> dict[str, Any]:
         if body.appointment_date is not None:
@@ -307,13 +311,14 @@ class Booking:
         if f.date_to is not None:
             where.append(f"a.appointment_date < {arg(_bound(f.date_to, 'date_to', end=True))}")
         clause = " AND ".join(where)
-        rows = await self.pool.fetch(
-            f"SELECT {_prefixed('a')}, count(*) OVER () AS total FROM public.appointments a "
-            f"JOIN public.dentists d ON d.id = a.dentist_id WHERE {clause} "
-            f"ORDER BY a.appointment_date, a.id LIMIT {arg(f.limit)} OFFSET {arg(f.offset)}", *args)
-        total = rows[0]["total"] if rows else await self.pool.fetchval(
-            f"SELECT count(*) FROM public.appointments a JOIN public.dentists d ON d.id = a.dentist_id "
-            f"WHERE {clause}", *args[:-2])
+        async with db.as_caller(self.pool, who) as con:  # RLS bounds the list whatever `where` says
+            rows = await con.fetch(
+                f"SELECT {_prefixed('a')}, count(*) OVER () AS total FROM public.appointments a "
+                f"JOIN public.dentists d ON d.id = a.dentist_id WHERE {clause} "
+                f"ORDER BY a.appointment_date, a.id LIMIT {arg(f.limit)} OFFSET {arg(f.offset)}", *args)
+            total = rows[0]["total"] if rows else await con.fetchval(
+                f"SELECT count(*) FROM public.appointments a JOIN public.dentists d ON d.id = a.dentist_id "
+                f"WHERE {clause}", *args[:-2])
         data = [{k: v for k, v in r.items() if k != "total"} for r in rows]
         return {"data": data, "pagination": {"total": total, "limit": f.limit, "offset": f.offset,
                                              "hasMore": f.offset + len(data) < total}}

@@ -33,7 +33,7 @@ def _database(settings: Settings) -> Settings:
 
 def _with_connection(settings: Settings, work: Callable[[Any], Awaitable[Any]]) -> Any:
     async def run() -> Any:
-        con = await db.connect(settings.database_url)
+        con = await db.connect(settings.direct_url)  # a session: migrations hold an advisory lock
         try:
             return await work(con)
         finally:
@@ -169,7 +169,8 @@ def cmd_user_add(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_token(settings: Settings, args: argparse.Namespace) -> int:
-    print(issue_token(settings.jwt_secret, args.sub, role=args.role, ttl=args.ttl, email=args.email))
+    print(issue_token(settings.jwt_secret, args.sub, role=args.role, ttl=args.ttl, email=args.email,
+                      issuer=settings.jwt_issuers[0] if settings.jwt_issuers else "dental-hub"))
     return 0
 
 

@@ -7,6 +7,7 @@ import logging
 import os
 import secrets
 from pathlib import Path
+from urllib.parse import urlsplit
 
 ROOT = Path(__file__).resolve().parent.parent
 log = logging.getLogger("hub.config")
@@ -51,6 +52,19 @@ class Settings:
     upload_dir: Path = ROOT / "var" / "uploads"
     metrics_token: str | None = None
     event_retention_hours: int = 24
+    # Supabase Auth's asymmetric keys and the accepted `iss` values (docs/SUPABASE-auth.md).
+    jwt_jwks_url: str | None = None
+    jwt_issuers: tuple[str, ...] = ()
+    # A session (not transaction-pooled) connection for LISTEN, migrations and
+    # the CLI when DATABASE_URL is a pooler; asyncpg's prepared-statement cache
+    # size on pool connections (0 through a transaction pooler).
+    database_direct_url: str | None = None
+    db_statement_cache: int = 100
+
+    @property
+    def direct_url(self) -> str | None:
+        """Where session state (LISTEN, session advisory locks) can live."""
+        return self.database_direct_url or self.database_url
 
     @property
     def development(self) -> bool:
@@ -74,6 +88,7 @@ class Settings:
         level = env.get("LOG_LEVEL", "INFO").upper()
         if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
             raise ConfigError(f"LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, got {level!r}")
+        direct = env.get("DATABASE_DIRECT_URL") or None
         return cls(
             env=mode,
             database_url=env.get("DATABASE_URL") or None,
@@ -92,7 +107,24 @@ class Settings:
             upload_dir=Path(env.get("UPLOAD_DIR") or var_dir / "uploads"),
             metrics_token=env.get("METRICS_TOKEN") or None,
             event_retention_hours=_int(env, "EVENT_RETENTION_HOURS", 24, 1, 24 * 90),
+            jwt_jwks_url=_jwks_url(env.get("JWT_JWKS_URL") or None),
+            jwt_issuers=tuple(i.strip() for i in env.get("JWT_ISSUER", "").split(",") if i.strip()),
+            database_direct_url=direct,
+            # A separate direct URL means DATABASE_URL is a pooler: no named prepared statements.
+            db_statement_cache=_int(env, "DB_STATEMENT_CACHE", 0 if direct else 100, 0, 10_000),
         )
+
+
+def _jwks_url(url: str | None) -> str | None:
+    """Keys must come over TLS; plain http only from this machine (tests, a local proxy)."""
+    if url is None:
+        return None
+    parts = urlsplit(url)
+    if parts.scheme == "https" and parts.hostname:
+        return url
+    if parts.scheme == "http" and parts.hostname in ("127.0.0.1", "localhost", "::1"):
+        return url
+    raise ConfigError(f"JWT_JWKS_URL must be an https:// URL (http only for localhost), got {url!r}")
 
 
 def _dev_secret(var_dir: Path) -> str:

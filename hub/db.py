@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
-from typing import Any
+from typing import Any, AsyncIterator
 
 import asyncpg
 import msgspec
 
 from hub import errors, metrics
+from hub.auth import Principal
 
 log = logging.getLogger("hub.db")
 
@@ -95,6 +97,13 @@ def data_error(exc: Exception) -> errors.HubError:
     return errors.invalid(f"The database cannot store this value: {reason}", field=None)
 
 
+def policy_refusal(exc: asyncpg.InsufficientPrivilegeError) -> errors.HubError:
+    """A write the database's policies refused under the caller's claims: the
+    application let through what it should not have, so say so in the log."""
+    log.warning("row-level security refused a write the application allowed: %s", exc)
+    return errors.forbidden("The database's access policies do not allow this change")
+
+
 async def connect(dsn: str, **kwargs: Any) -> asyncpg.Connection:
     con = await asyncpg.connect(dsn, connection_class=TimedConnection, **kwargs)
     await init_connection(con)
@@ -103,14 +112,46 @@ async def connect(dsn: str, **kwargs: Any) -> asyncpg.Connection:
 
 async def _keep_session(con: asyncpg.Connection) -> None:
     """Pool connections carry no session state (no SET, LISTEN or session
-    advisory locks; the listener has its own connection), so the default
-    reset query, a round trip on every release, buys nothing. asyncpg still
-    rolls back a transaction left open."""
+    advisory locks; the listener, migrations and the CLI use their own
+    connection to DATABASE_DIRECT_URL), so the default reset query, a round
+    trip on every release, buys nothing, and the pool works behind a
+    transaction pooler (pgBouncer, Supavisor). asyncpg still rolls back a
+    transaction left open."""
 
 
 async def create_pool(dsn: str, *, min_size: int = 2, max_size: int = 10,
-                      command_timeout: float = 5.0) -> asyncpg.Pool:
+                      command_timeout: float = 5.0, statement_cache_size: int = 100) -> asyncpg.Pool:
+    """`statement_cache_size=0` behind a transaction pooler: asyncpg then uses
+    only unnamed prepared statements, which live within one round trip, so a
+    query never meets a server connection that lacks its statement."""
     return await asyncpg.create_pool(
         dsn, min_size=min_size, max_size=max_size, command_timeout=command_timeout,
         init=init_connection, reset=_keep_session, connection_class=TimedConnection,
-        server_settings={"application_name": "dental-hub"})
+        statement_cache_size=statement_cache_size, server_settings={"application_name": "dental-hub"})
+
+
+# PostgREST's way in: the caller's role and claims, local to the transaction.
+_AS_CALLER = "SELECT set_config('role', $1, true), set_config('request.jwt.claims', $2, true)"
+
+
+def claims_json(principal: Principal) -> str:
+    """What `auth.jwt()` returns inside `as_caller`: the verified token's claims."""
+    claims = principal.claims
+    raw = claims.raw or {"role": claims.role, **({"sub": str(claims.sub)} if claims.sub else {})}
+    return _encode(raw).decode()
+
+
+@contextlib.asynccontextmanager
+async def as_caller(pool: asyncpg.Pool, principal: Principal) -> AsyncIterator[asyncpg.Connection]:
+    """A pool connection inside a transaction that runs as the caller, as
+    PostgREST does: role `authenticated` (or `anon`) with the token's claims
+    in `request.jwt.claims`, so the database's row-level security policies
+    (the hub's and the clinic's own) bound what any query here returns or
+    changes, even if the code that built the query has a bug. The service role
+    keeps its bypass: it runs as the hub's own login. The hub's login must be
+    allowed to switch to these roles (a superuser, Supabase's `postgres`, or
+    the grant of migration 0008)."""
+    async with pool.acquire() as con, con.transaction():
+        if not principal.is_service:
+            await con.execute(_AS_CALLER, principal.claims.role, claims_json(principal))
+        yield con

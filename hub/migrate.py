@@ -1,9 +1,10 @@
 """Numbered SQL migrations in `sql/`, applied once each and recorded with a checksum.
 
-`sql/0001_init.up.sql` is version 1. Each file runs in its own transaction;
-an advisory lock keeps several processes (a `release:` step racing a worker)
-from applying the same file twice. An applied file must never change: the
-hub refuses to serve a database whose record differs from the files.
+`sql/0001_init.up.sql` is version 1. Each file runs in its own transaction,
+under a transaction-scoped advisory lock that keeps several processes (a
+`release:` step racing a worker) from applying the same file twice. An
+applied file must never change: the hub refuses to serve a database whose
+record differs from the files.
 
 A database that already holds what 0001 creates (a clinic's Supabase project)
 is adopted instead of initialized: see hub/adopt.py. `dry_run` says what
@@ -111,17 +112,22 @@ async def migrate(con: asyncpg.Connection, files: list[Migration]) -> list[Migra
 
     Raises MigrationError if an applied migration differs from its file, if
     an existing database cannot be adopted, or if a migration fails (it is
-    rolled back).
+    rolled back). Each numbered file takes the lock inside its own
+    transaction (never a session lock), so this is also safe through a
+    transaction pooler, where a session lock could be left held on a server
+    connection someone else gets next. Adoption, a one-time step that runs
+    several transactions, holds a session lock: run it over a direct
+    connection (the CLI uses DATABASE_DIRECT_URL).
     """
-    await con.execute("SELECT pg_advisory_lock($1)", _LOCK)
-    try:
-        applied = await _applied(con)
-        problems = _differences(applied, files)
-        if problems:
-            raise MigrationError("; ".join(problems))
-        done = []
-        adoption = await _adoption(con, files, applied)
-        if adoption is not None:
+    applied = await _applied(con)
+    problems = _differences(applied, files)
+    if problems:
+        raise MigrationError("; ".join(problems))
+    done = []
+    adoption = await _adoption(con, files, applied)
+    if adoption is not None:
+        await con.execute("SELECT pg_advisory_lock($1)", _LOCK)
+        try:
             pending = [m for m in files[1:] if m.version not in applied]
             problems = await adoption.rehearse(pending, _TABLE)
             if problems:
@@ -133,24 +139,28 @@ async def migrate(con: asyncpg.Connection, files: list[Migration]) -> list[Migra
                 raise _refusal(exc.problems) from None
             except asyncpg.PostgresError as exc:
                 raise MigrationError(f"adopting the existing schema failed and was rolled back: {exc}") from None
-            applied = await _applied(con)
-            done.append(files[0])
-        await con.execute(_TABLE)
-        for migration in files:
-            if migration.version in applied:
-                continue
-            log.info("applying migration %04d_%s", migration.version, migration.name)
-            try:
-                async with con.transaction():
-                    await con.execute(migration.sql)
-                    await con.execute(_RECORD, migration.version, migration.name, migration.checksum)
-            except asyncpg.PostgresError as exc:
-                raise MigrationError(f"{migration.version:04d}_{migration.name} failed and was rolled back: "
-                                     f"{type(exc).__name__}: {exc}") from None
-            done.append(migration)
-        return done
-    finally:
-        await con.execute("SELECT pg_advisory_unlock($1)", _LOCK)
+        finally:
+            await con.execute("SELECT pg_advisory_unlock($1)", _LOCK)
+        applied = await _applied(con)
+        done.append(files[0])
+    for migration in files:
+        if migration.version in applied:
+            continue
+        try:
+            async with con.transaction():
+                await con.execute("SELECT pg_advisory_xact_lock($1)", _LOCK)
+                await con.execute(_TABLE)
+                if await con.fetchval("SELECT EXISTS (SELECT 1 FROM public.schema_migrations WHERE version = $1)",
+                                      migration.version):
+                    continue  # another process applied it while we waited
+                log.info("applying migration %04d_%s", migration.version, migration.name)
+                await con.execute(migration.sql)
+                await con.execute(_RECORD, migration.version, migration.name, migration.checksum)
+        except asyncpg.PostgresError as exc:
+            raise MigrationError(f"{migration.version:04d}_{migration.name} failed and was rolled back: "
+                                 f"{type(exc).__name__}: {exc}") from None
+        done.append(migration)
+    return done
 
 
 async def dry_run(con: asyncpg.Connection, files: list[Migration]) -> tuple[list[str], list[str]]:

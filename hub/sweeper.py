@@ -27,6 +27,8 @@ async def sweep_once(pool: asyncpg.Pool, grace_seconds: float = 5.0, retention_h
     await pool.execute("DELETE FROM public.idempotency_keys WHERE created_at < now() - interval '24 hours'")
     await pool.execute("DELETE FROM public.realtime_events WHERE created_at < now() - make_interval(hours => $1)",
                        retention_hours)
+    await pool.execute("DELETE FROM public.realtime_cursors WHERE updated_at < now() - make_interval(hours => $1)",
+                       retention_hours)
     return released
 
 

@@ -40,6 +40,8 @@ async def sign_up(con: asyncpg.Connection, user_id: uuid.UUID, email: str | None
         await con.execute(_SIGN_UP_PROFILE, user_id, email)
         await con.execute(_SIGN_UP_ROLE, user_id)
 
+_ANONYMOUS = frozenset({"patient"})
+
 PROFILE = """
 SELECT p.id, p.email, p.full_name, p.phone, p.date_of_birth, p.created_at, p.updated_at,
        coalesce((SELECT array_agg(r.role::text ORDER BY r.role) FROM public.user_roles r WHERE r.user_id = p.id), '{}') AS roles
@@ -64,15 +66,26 @@ class Principals:
     def forget(self, user_id: uuid.UUID) -> None:
         self._roles.pop(user_id, None)
 
+    def clear(self) -> None:
+        self._roles.clear()
+
     async def get(self, claims: Claims) -> Principal:
         """A user seen for the first time is signed up as a patient, as
-        Supabase's sign-up trigger would."""
+        Supabase's sign-up trigger would. An anonymous sign-in (Supabase's
+        `is_anonymous`) is a patient and nothing more, whatever `user_roles`
+        says: staff access needs a real account."""
+        if claims.is_anonymous and claims.sub is not None:
+            await self._roles_of(claims)  # signs them up on first sight
+            return Principal(claims, _ANONYMOUS)
+        return Principal(claims, await self._roles_of(claims))
+
+    async def _roles_of(self, claims: Claims) -> frozenset[str]:
         if claims.role != "authenticated" or claims.sub is None:
-            return Principal(claims)
+            return frozenset()
         now = time.monotonic()
         cached = self._roles.get(claims.sub)
         if cached is not None and cached[0] > now:
-            return Principal(claims, cached[1])
+            return cached[1]
         async with self._pool.acquire() as con:
             row = await con.fetchrow(_ROLES, claims.sub)
             if not row["known"]:
@@ -82,7 +95,7 @@ class Principals:
         if len(self._roles) >= self._size:
             self._roles.clear()  # crude but bounded; entries are cheap to refetch
         self._roles[claims.sub] = (now + self._ttl, roles)
-        return Principal(claims, roles)
+        return roles
 
 
 async def create_user(con: asyncpg.Connection, *, email: str | None, full_name: str | None,

@@ -50,6 +50,7 @@ async def test_presence_across_processes(api, clinic, hubs) -> None:
     three = None
     try:
         a, b = one.channel(topic, presence={"key": "one"}), two.channel(topic, presence={"key": "two"})
+        p1, p2 = str(clinic.patient.id), str(clinic.other_patient.id)  # the hub keys presences by user
         await a.join()
         await b.join()
         seen_a: Presences = {}
@@ -58,20 +59,20 @@ async def test_presence_across_processes(api, clinic, hubs) -> None:
         await track(b, {"client": "two"})
         for channel, seen in ((a, seen_a), (b, seen_b)):
             await presence_until(channel, seen, lambda s: clients(s) == {"one", "two"})
-            assert set(seen) == {"one", "two"} and all(len(metas) == 1 for metas in seen.values())
+            assert set(seen) == {p1, p2} and all(len(metas) == 1 for metas in seen.values())
 
         # a process started later learns what the others hold (its sync request);
         # the same key on another process is one more meta under that key
         [third] = await hubs.start(1)
-        three = await connect(third, clinic.admin)
-        c = three.channel(topic, presence={"key": "one"})
+        three = await connect(third, clinic.patient)
+        c = three.channel(topic, presence={"key": "whatever"})
         await c.join()
         seen_c = await presence_until(c, {}, lambda s: clients(s) == {"one", "two"})
-        assert seen_c["one"][0]["phx_ref"] == seen_b["one"][0]["phx_ref"]  # the same meta everywhere
+        assert seen_c[p1][0]["phx_ref"] == seen_b[p1][0]["phx_ref"]  # the same meta everywhere
         await track(c, {"client": "one-on-the-phone"})
         for channel, seen in ((a, seen_a), (b, seen_b), (c, seen_c)):
             await presence_until(channel, seen, lambda s: clients(s) == {"one", "one-on-the-phone", "two"})
-            assert len(seen["one"]) == 2
+            assert len(seen[p1]) == 2
 
         await a.push("presence", {"type": "presence", "event": "untrack"})
         for channel, seen in ((a, seen_a), (b, seen_b), (c, seen_c)):
@@ -121,3 +122,24 @@ async def test_presence_of_a_silent_process_leaves(api, clinic) -> None:
         assert 0.3 < asyncio.get_running_loop().time() - started < 3.0  # after three periods, not at once
     finally:
         await client.close()
+
+
+async def test_presence_identity_is_the_hubs(api, clinic) -> None:
+    """A patient cannot appear as the admin on the console's presence channel:
+    the key and the metas' user_id and role come from the token."""
+    admin, patient = await connect(base(api), clinic.admin), await connect(base(api), clinic.patient)
+    try:
+        console = admin.channel("realtime:presence:clinic", presence={"key": f"console-{clinic.admin.id}"})
+        spoof = patient.channel("realtime:presence:clinic", presence={"key": f"console-{clinic.admin.id}"})
+        await console.join()
+        await spoof.join()
+        await track(console, {"client": "admin-console"})
+        await track(spoof, {"client": "admin-console", "user_id": str(clinic.admin.id), "role": "admin"})
+        seen = await presence_until(console, {}, lambda s: len(s) == 2)
+        assert set(seen) == {str(clinic.admin.id), str(clinic.patient.id)}
+        [mine], [theirs] = seen[str(clinic.admin.id)], seen[str(clinic.patient.id)]
+        assert (mine["user_id"], mine["role"]) == (str(clinic.admin.id), "admin")
+        assert (theirs["user_id"], theirs["role"]) == (str(clinic.patient.id), "patient")
+    finally:
+        await admin.close()
+        await patient.close()

@@ -95,8 +95,10 @@ async def test_realtime_js_receives_the_hubs_events(api, clinic, vsn) -> None:
 
         await node.send(cmd="track", topic=appointments, meta={"client": "admin-dashboard"})
         await node.expect(lambda i: i["type"] == "done" and i["cmd"] == "track")
-        presence = await node.expect(lambda i: i["type"] == "presence" and "admin-dashboard" in i["state"])
-        assert presence["state"]["admin-dashboard"][0]["client"] == "admin-dashboard"
+        admin = str(clinic.admin.id)  # the hub keys presence by the token's user, whatever the client asks
+        presence = await node.expect(lambda i: i["type"] == "presence" and admin in i["state"])
+        assert presence["state"][admin][0]["client"] == "admin-dashboard"
+        assert presence["state"][admin][0]["role"] == "admin"
 
         # A token refresh keeps the channel alive and delivering.
         await node.send(cmd="refresh", token=issue_token(SECRET, clinic.admin.id, ttl=600))
@@ -141,11 +143,12 @@ async def test_realtime_js_presence_across_processes(api, clinic, hubs) -> None:
             await node.expect(status(room, "SUBSCRIBED"))
             await node.send(cmd="track", topic=room, meta={"client": key})
             await node.expect(lambda i: i["type"] == "done" and i["cmd"] == "track")
+        p1, p2 = str(clinic.patient.id), str(clinic.other_patient.id)  # keys are the hub's: user ids
         for node in (one, two):
-            both = await node.expect(lambda i: i["type"] == "presence" and set(i["state"]) == {"one", "two"})
-            assert both["state"]["one"][0]["client"] == "one" and both["state"]["two"][0]["client"] == "two"
+            both = await node.expect(lambda i: i["type"] == "presence" and set(i["state"]) == {p1, p2})
+            assert both["state"][p1][0]["client"] == "one" and both["state"][p2][0]["client"] == "two"
         await two.close()  # the Node process dies, its socket closes: the other process hears the leave
-        await one.expect(lambda i: i["type"] == "presence" and set(i["state"]) == {"one"})
+        await one.expect(lambda i: i["type"] == "presence" and set(i["state"]) == {p1})
     finally:
         await one.close()
         await two.close()

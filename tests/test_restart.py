@@ -16,7 +16,7 @@ from hub.client import RealtimeClient
 from hub.config import ROOT
 from tests.conftest import ALL_DAY, SECRET, HubProcesses
 from tests.test_presence import presence_until
-from web.realtime import PRESENCE_PERIOD
+from web.presence import PRESENCE_PERIOD
 
 async def prepare(dsn: str) -> tuple[uuid.UUID, uuid.UUID, uuid.UUID]:
     """The schema, an admin, a patient and a dentist: (admin, patient, dentist)."""
@@ -84,7 +84,7 @@ async def test_presence_converges_after_a_database_restart(cluster, tmp_path: Pa
         await b.join()
         await asyncio.get_running_loop().run_in_executor(None, cluster.restart)
         await a.push("presence", {"type": "presence", "event": "track", "payload": {"client": "one"}})
-        await presence_until(b, {}, lambda s: "one" in s, timeout=PRESENCE_PERIOD + 10)
+        await presence_until(b, {}, lambda s: str(admin) in s, timeout=PRESENCE_PERIOD + 10)
     finally:
         await one.close()
         await two.close()

@@ -13,9 +13,11 @@ from hub import errors, users
 from hub.auth import Principal, bearer, verify_token
 from hub.booking import Booking
 from hub.config import Settings
+from hub.keys import Keys
 
 SETTINGS = web.AppKey("settings", Settings)
 POOL = web.AppKey("pool", asyncpg.Pool)
+KEYS = web.AppKey("keys", Keys)  # what verify_token checks tokens against
 BOOKING = web.AppKey("booking", Booking)
 PRINCIPALS = web.AppKey("principals", users.Principals)
 # Per-request facts the access log reports.
@@ -47,7 +49,9 @@ async def principal(request: web.Request) -> Principal:
     cached = request.get(PRINCIPAL)
     if cached is not None:
         return cached
-    claims = verify_token(request.app[SETTINGS].jwt_secret, bearer(request.headers.get("Authorization")))
+    token = bearer(request.headers.get("Authorization"))
+    await request.app[KEYS].ready_for(token)  # a key rotated in a moment ago: fetch it first
+    claims = verify_token(request.app[KEYS], token)
     if claims.role == "anon":
         raise errors.unauthorized("Sign in required: anon tokens cannot call the API")
     who = await request.app[PRINCIPALS].get(claims)

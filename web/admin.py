@@ -19,7 +19,7 @@ from aiohttp import web
 from hub import errors
 from hub.auth import Principal, verify_token
 from hub.errors import HubError
-from web._http import POOL, PRINCIPALS, SETTINGS, json, principal
+from web._http import KEYS, POOL, PRINCIPALS, json, principal
 
 routes = web.RouteTableDef()
 COOKIE = "hub_console_token"
@@ -37,7 +37,7 @@ async def _console_user(request: web.Request) -> tuple[Principal, str] | None:
     if not token:
         return None
     try:
-        claims = verify_token(request.app[SETTINGS].jwt_secret, token)
+        claims = verify_token(request.app[KEYS], token)
     except HubError:
         return None
     return await request.app[PRINCIPALS].get(claims), token
@@ -56,7 +56,7 @@ async def console(request: web.Request) -> web.StreamResponse:
     if "token" in request.query:  # the development link: keep the token out of the address bar
         token = request.query["token"]
         try:
-            verify_token(request.app[SETTINGS].jwt_secret, token)
+            verify_token(request.app[KEYS], token)
         except HubError as exc:
             return aiohttp_jinja2.render_template("login.html", request, {"error": exc.message}, status=401)
         raise _signed_in(request, token)
@@ -91,7 +91,7 @@ async def login(request: web.Request) -> web.StreamResponse:
     form = await request.post()
     token = str(form.get("token", "")).strip()
     try:
-        verify_token(request.app[SETTINGS].jwt_secret, token)
+        verify_token(request.app[KEYS], token)
     except HubError as exc:
         return aiohttp_jinja2.render_template("login.html", request, {"error": exc.message}, status=401)
     raise _signed_in(request, token)

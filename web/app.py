@@ -17,17 +17,19 @@ from actors.batch import GroupCommit
 from actors.dentist import DentistActor, Rules
 from actors.directory import Directory
 from hub import db, metrics, migrate, users
+from hub.auth import verify_token
 from hub.booking import Booking
 from hub.catalog import Catalog
 from hub.config import Settings
 from hub.errors import HTTP_STATUS, ErrorCode, HubError
 from hub.feed import Feed
+from hub.keys import Keys
 from hub.listener import Listener
 from hub.pubsub import PubSub
 from hub.sweeper import sweep_forever
 from web.realtime import Realtime
-from web import admin, appointments, availability, clinic, health, notifications, openapi, profiles
-from web._http import BOOKING, POOL, PRINCIPALS, REQUEST_ID, SETTINGS, USER_ID, json
+from web import admin, appointments, availability, clinic, health, notifications, openapi, profiles, relay
+from web._http import BOOKING, KEYS, POOL, PRINCIPALS, REQUEST_ID, SETTINGS, USER_ID, json
 
 log = logging.getLogger("hub.http")
 
@@ -88,7 +90,8 @@ async def _postgres(app: web.Application) -> AsyncIterator[None]:
     if not settings.database_url:
         raise RuntimeError("create_app needs settings.database_url (the CLI starts the embedded server)")
     pool = await db.create_pool(settings.database_url, min_size=settings.db_pool_min,
-                                max_size=settings.db_pool_max, command_timeout=settings.db_timeout)
+                                max_size=settings.db_pool_max, command_timeout=settings.db_timeout,
+                                statement_cache_size=settings.db_statement_cache)
     try:
         async with pool.acquire() as con:
             await migrate.check(con, migrate.load(settings.sql_dir))
@@ -99,6 +102,15 @@ async def _postgres(app: web.Application) -> AsyncIterator[None]:
     app[PRINCIPALS] = users.Principals(pool)
     yield
     await asyncio.wait_for(pool.close(), 10)
+
+
+async def _keys(app: web.Application) -> AsyncIterator[None]:
+    """The token keys: the secret, and Supabase Auth's JWKS fetched now and kept fresh."""
+    settings = app[SETTINGS]
+    keys = app[KEYS] = Keys(settings.jwt_secret, jwks_url=settings.jwt_jwks_url, issuers=settings.jwt_issuers)
+    await keys.start()
+    yield
+    await keys.aclose()
 
 
 PUBSUB = web.AppKey("pubsub", PubSub)
@@ -134,10 +146,11 @@ async def _actors(app: web.Application) -> AsyncIterator[None]:
     writes = GroupCommit(pool)
     directory: Directory[DentistActor] = Directory(
         lambda key: DentistActor(key, pool=pool, writes=writes, catalog=catalog, rules=rules, publish=feed.publish))
-    listener = Listener(settings.database_url or "", pool, directory, catalog, feed)
+    listener = Listener(settings.direct_url or "", pool, directory, catalog, feed)
     app[PUBSUB], app[DIRECTORY], app[LISTENER] = pubsub, directory, listener
     booking = app[BOOKING] = Booking(pool, directory, catalog, settings)
-    realtime = app[REALTIME] = Realtime(pool, app[PRINCIPALS], booking, settings.jwt_secret)
+    realtime = app[REALTIME] = Realtime(pool, app[PRINCIPALS], booking, app[KEYS],
+                                        retention_hours=settings.event_retention_hours)
     pubsub.subscribe(realtime.on_event)
 
     def notified(con: Any, pid: int, channel: str, payload: str) -> None:
@@ -149,15 +162,12 @@ async def _actors(app: web.Application) -> AsyncIterator[None]:
             log.warning("ignored a malformed hub_notifications payload")
 
     listener.extra_channels["hub_notifications"] = notified
-    for name, receive in (("hub_broadcast", realtime.on_relayed_broadcast),
-                          ("hub_presence", realtime.on_relayed_presence)):
-        listener.extra_channels[name] = lambda con, pid, channel, payload, receive=receive: receive(payload)
-    listener.on_connect.append(realtime.request_presence)
+    realtime.listen(listener)
     metrics.track(lambda: (pool.get_size(), pool.get_idle_size()), lambda: len(directory),
                   lambda: len(realtime.sessions))
     tasks = [_supervised(listener.run(), "listener"), _supervised(directory.reap_forever(), "reaper"),
              _supervised(sweep_forever(pool, retention_hours=settings.event_retention_hours), "sweeper"), _supervised(_expire_tokens(realtime), "tokens"),
-             _supervised(realtime.record_latencies(), "latencies"), _supervised(realtime.relay_presence(), "presence"),
+             *[_supervised(loop, name) for name, loop in realtime.background()],
              _supervised(_shed_when_cut_off(listener, realtime), "cut-off")]
     try:  # serve only once events from other processes can reach us
         await asyncio.wait_for(listener.ready.wait(), 10)
@@ -197,7 +207,7 @@ async def _expire_tokens(realtime: Realtime, every: float = 5.0) -> None:
     """Channels whose token ran out are ended, as Supabase Realtime does."""
     while True:
         await asyncio.sleep(every)
-        realtime.expire_tokens()
+        realtime.joins.expire_tokens()
 
 
 async def _close_sockets(app: web.Application) -> None:
@@ -248,13 +258,15 @@ async def _database_health(app: web.Application) -> dict[str, int]:
 def create_app(settings: Settings) -> web.Application:
     app = web.Application(middlewares=[errors_and_access_log], client_max_size=settings.max_body_bytes)
     app[SETTINGS] = settings
-    app.cleanup_ctx.extend([_postgres, _actors])
+    app.cleanup_ctx.extend([_keys, _postgres, _actors])
     health.register(app, "database", _database_health)
     health.register(app, "realtime", _realtime_health)
     health.register(app, "actors", _actors_health)
     for module in (health, profiles, availability, appointments, notifications, clinic, openapi):
         app.add_routes(module.routes)
     app.router.add_get("/realtime/v1/websocket", _websocket)
+    app.add_routes(relay.routes(lambda request: request.app[REALTIME].relay,
+                                lambda token: verify_token(app[KEYS], token)))
     app.router.add_get("/metrics", _metrics)
     admin.setup(app)
     app.on_shutdown.append(_close_sockets)

@@ -110,24 +110,25 @@ def _uuid(value: Any) -> uuid.UUID | None:
         return None
 
 
-def authorize_join(topic: Topic, viewer: Viewer) -> None:
-    """Raises FORBIDDEN naming the reason when the caller may not join."""
+def denied(topic: Topic, viewer: Viewer) -> str | None:
+    """Why the caller may not join (or stay on) `topic`, or None.
+
+    As on Supabase's public channels, any valid token may join and the rows
+    decide what arrives: `appointments:dentist_id=` shows a patient only their
+    own appointments (Viewer.sees), and a caller with no user yet (anon, e.g. a
+    join sent before the app's `accessToken` resolved) is accepted everywhere
+    and sees nothing private until a user's token arrives. A signed-in caller
+    on a topic that names someone else is refused, or the channel is closed."""
     p = viewer.principal
-    if topic.kind is None or topic.kind == ("availability", "dentist_id"):
-        return  # plain channels and free/busy slots: every signed-in caller
-    if topic.kind == ("appointments", "dentist_id"):
-        if p.is_admin or p.is_service or topic.key in viewer.dentists:
-            return
-        raise errors.forbidden("appointments:dentist_id is for the clinic's staff; patients follow "
-                               "appointments:patient_id=<their id> and availability:dentist_id=<id>")
+    if p.user_id is None and not p.is_service:
+        return None  # anon: sees no row of anyone's (Viewer.sees_row)
     if topic.kind == ("appointments", "patient_id"):
-        if p.is_admin or p.is_service or (p.user_id == topic.key and not p.is_service):
-            return
-        raise errors.forbidden("you may only follow your own appointments")
-    if topic.kind == ("notifications", "user_id"):
-        if p.user_id == topic.key and not p.is_service:
-            return
-        raise errors.forbidden("you may only follow your own notifications")
+        if not (p.is_admin or p.is_service or p.user_id == topic.key):
+            return "you may only follow your own appointments"
+    elif topic.kind == ("notifications", "user_id"):
+        if p.is_service or p.user_id != topic.key:
+            return "you may only follow your own notifications"
+    return None
 
 
 # ---- postgres_changes bindings --------------------------------------------------
@@ -256,24 +257,37 @@ def availability_changes(event: Event) -> list[tuple[str, dict[str, Any] | None,
         if after is not None:
             out.append(("slot_booked", after, None))
         return out
-    if event.table_name in ("dentists", "clinic_closures"):
-        keep = ("available_times", "date_overrides", "timezone", "slot_minutes", "min_notice_minutes", "horizon_days")
-        schedule = None if new is None else {k: new.get(k) for k in keep if k in new}
-        return [("schedule_updated", schedule, None)]
+    if event.table_name == "dentists":
+        # The seed's `{event: 'UPDATE', new: availability}`, beside the hub's own name for it.
+        after, before = _schedule(new), _schedule(old)
+        return [("schedule_updated", after, None), ("UPDATE", after, before)]
+    if event.table_name == "clinic_closures":
+        return [("schedule_updated", None if new is None else {}, None)]
     return []
 
 
+_SCHEDULE = ("available_times", "date_overrides", "timezone", "slot_minutes", "min_notice_minutes", "horizon_days")
+
+
+def _schedule(row: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A dentist's availability: hours, date overrides, time zone, slot length, notice and horizon."""
+    if row is None:
+        return None
+    return {k: row.get(k) for k in _SCHEDULE if k in row}
+
+
 def seed_payload(event: Event, name: str, new: Any, old: Any) -> dict[str, Any]:
-    """The seed's `{event, new, old}` plus dentist_id, version and commit_timestamp,
-    wrapped as a Phoenix broadcast."""
+    """The seed's `{event, new, old, schema, table}` plus dentist_id, version and
+    commit_timestamp, wrapped as a Phoenix broadcast."""
     return {"type": "broadcast", "event": name, "payload": {
-        "event": name, "new": new, "old": old, "dentist_id": event.dentist_id, "version": event.version,
-        "commit_timestamp": event.created_at}}
+        "event": name, "schema": "public", "table": event.table_name, "new": new, "old": old,
+        "dentist_id": event.dentist_id, "version": event.version, "commit_timestamp": event.created_at}}
 
 
 def postgres_payload(event: Event, ids: list[int]) -> dict[str, Any]:
     """Supabase's postgres_changes shape."""
     return {"ids": ids, "data": {
         "schema": "public", "table": event.table_name, "commit_timestamp": event.created_at,
+        "dentist_id": event.dentist_id, "version": event.version,
         "type": event.event_type, "record": event.new or {}, "old_record": event.old or {},
         "columns": COLUMNS.get(event.table_name, []), "errors": None}}

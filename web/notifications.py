@@ -7,8 +7,8 @@ from typing import Annotated
 import msgspec
 from aiohttp import web
 
-from hub import errors
-from web._http import POOL, json, own_user, path_id, query
+from hub import db, errors
+from web._http import POOL, json, own_user, path_id, principal, query
 
 routes = web.RouteTableDef()
 
@@ -23,11 +23,12 @@ class Page(msgspec.Struct, forbid_unknown_fields=True):
 async def list_notifications(request: web.Request) -> web.Response:
     me = await own_user(request)
     page = query(request, Page)
-    rows = await request.app[POOL].fetch(
-        "SELECT id, kind, title, body, data, read_at, created_at, count(*) OVER () AS total "
-        "FROM public.notifications WHERE user_id = $1 AND (NOT $2 OR read_at IS NULL) "
-        "ORDER BY (read_at IS NULL) DESC, created_at DESC, id LIMIT $3 OFFSET $4",
-        me, page.unread, page.limit, page.offset)
+    async with db.as_caller(request.app[POOL], await principal(request)) as con:
+        rows = await con.fetch(
+            "SELECT id, kind, title, body, data, read_at, created_at, count(*) OVER () AS total "
+            "FROM public.notifications WHERE user_id = $1 AND (NOT $2 OR read_at IS NULL) "
+            "ORDER BY (read_at IS NULL) DESC, created_at DESC, id LIMIT $3 OFFSET $4",
+            me, page.unread, page.limit, page.offset)
     total = rows[0]["total"] if rows else 0
     data = [{k: v for k, v in r.items() if k != "total"} for r in rows]
     return json({"data": data, "pagination": {"total": total, "limit": page.limit, "offset": page.offset,
@@ -38,9 +39,10 @@ async def list_notifications(request: web.Request) -> web.Response:
 async def mark_read(request: web.Request) -> web.Response:
     me = await own_user(request)
     notification_id = path_id(request)
-    row = await request.app[POOL].fetchrow(
-        "UPDATE public.notifications SET read_at = coalesce(read_at, now()) WHERE id = $1 AND user_id = $2 "
-        "RETURNING id, kind, title, body, data, read_at, created_at", notification_id, me)
+    async with db.as_caller(request.app[POOL], await principal(request)) as con:
+        row = await con.fetchrow(
+            "UPDATE public.notifications SET read_at = coalesce(read_at, now()) WHERE id = $1 AND user_id = $2 "
+            "RETURNING id, kind, title, body, data, read_at, created_at", notification_id, me)
     if row is None:
         raise errors.not_found("notification", notification_id)
     return json(dict(row))

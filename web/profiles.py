@@ -12,7 +12,7 @@ from aiohttp import web
 from msgspec import UNSET, UnsetType
 
 from actors.schedule import Schedule, ScheduleError
-from hub import errors, users
+from hub import db, errors, users
 from hub.auth import require_role
 from web._http import POOL, PRINCIPALS, json, own_user, path_id, principal, read
 
@@ -96,7 +96,9 @@ async def _make_dentist_user(con: asyncpg.Connection, user_id: uuid.UUID) -> Non
 
 @routes.get("/api/profiles/me")
 async def get_me(request: web.Request) -> web.Response:
-    return json(await users.profile(request.app[POOL], await own_user(request)))
+    me = await own_user(request)
+    async with db.as_caller(request.app[POOL], await principal(request)) as con:
+        return json(await users.profile(con, me))
 
 
 @routes.put("/api/profiles/me")

@@ -64,10 +64,13 @@ class Channel:
     bindings: list[Binding]
     broadcast_self: bool = False
     broadcast_ack: bool = False
-    presence_key: str = ""
+    # presence key of a caller without a user id (anon): the hub's, per channel
+    anon_key: str = dataclasses.field(default_factory=lambda: uuid.uuid4().hex)
     # Keyed by the dentist id's int: UUID.__hash__ is a Python call, twice per frame.
     last_version: dict[int, int] = dataclasses.field(default_factory=dict)
     pending: list[Event] | None = None  # live events held back while a replay is sent
+    # where catch-up starts for dentists this channel has had no event from (web/catchup.py)
+    start: dict[uuid.UUID, int] = dataclasses.field(default_factory=dict)
 
     def deliver(self, event: Event, cache: dict[Any, Any]) -> int:
         """Send what `event` means on this channel, once, in version order;

@@ -190,7 +190,8 @@ function renderPresence () {
   list.replaceChildren()
   for (const [key, metas] of present) {
     const li = document.createElement('li')
-    li.textContent = `${metas[0].client || 'client'} · ${key.slice(0, 12)}`
+    // key, user_id and role are the hub's (from the token); `client` is whatever the client said
+    li.textContent = `${metas[0].role || 'anon'} · ${metas[0].client || 'client'} · ${key.slice(0, 12)}`
     list.append(li)
   }
   if (!present.size) list.innerHTML = '<li>none</li>'
@@ -258,7 +259,7 @@ if (cfg.dentist) {
     }
   })
   socket.join(`appointments:dentist_id=${cfg.dentist}`, { config: {} }, (msg) => { if (msg.event === 'broadcast') refresh() })
-  socket.join('presence:clinic', { config: { presence: { key: `console-${cfg.userId}` } } }, (msg) => {
+  socket.join('presence:clinic', { config: {} }, (msg) => {
     if (msg.event === 'phx_reply' && msg.payload.status === 'ok' && msg.ref === socket.topics.get('presence:clinic').joinRef) {
       socket.send('presence:clinic', 'presence', { type: 'presence', event: 'track', payload: { client: 'admin-console' } })
     } else if (msg.event === 'presence_state') {

@@ -1,0 +1,160 @@
+"""Catch-up for clients that cannot ask: where each signed-in user is, per topic.
+
+supabase-js, realtime-js and realtime-py rebuild a channel's join payload from
+known keys on every rejoin, so they never send `config.versions`. The hub
+remembers instead, in `realtime_cursors` (so any process can resume a client
+that reconnects to it, also after a restart): per (user, topic, dentist) the
+last version it sent. A join without versions replays from there.
+
+- Open channels are saved every SAVE_EVERY seconds (off the delivery path: one
+  batched statement, only channels with events since), and each channel at once
+  when it ends. A process that dies loses at most its last period, so a client
+  gets some events again:
+  delivery is at-least-once, and every payload's `version` lets it drop them.
+- Two tabs of one user share a cursor. `away` counts that user's channels on
+  the topic that ended and have not rejoined; while any is away the cursor
+  only moves back (the earliest wins), so a tab that stays connected cannot
+  carry the cursor past what an absent one missed.
+- Callers without a user id (anon, a service token with no subject) have no
+  identity to remember: they resume explicitly, with `versions`.
+- Rows older than the event retention are pruned by the sweeper; a cursor
+  past it resumes nothing (the client reloads as on a first visit).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from typing import Callable, Iterable
+
+import asyncpg
+
+from web.session import Channel
+
+log = logging.getLogger("hub.realtime")
+
+SAVE_EVERY = 5.0  # seconds between saves of open channels' cursors (ended ones are saved at once)
+MAX_DENTISTS = 100  # cursors kept per channel (a plain topic's postgres_changes span dentists)
+
+_RESUME = """
+WITH resumed AS (
+    UPDATE public.realtime_cursors SET away = greatest(away - 1, 0)
+    WHERE user_id = $1 AND topic = $2 AND updated_at > now() - make_interval(hours => $3)
+    RETURNING dentist_id, version)
+SELECT dentist_id, version, true AS resumed FROM resumed
+UNION ALL
+SELECT id, version, false FROM public.dentists WHERE id = $4
+"""
+
+_SAVE = """
+INSERT INTO public.realtime_cursors AS c (user_id, topic, dentist_id, version, away)
+SELECT * FROM unnest($1::uuid[], $2::text[], $3::uuid[], $4::bigint[], $5::int[])
+ON CONFLICT (user_id, topic, dentist_id) DO UPDATE SET
+    version = CASE WHEN c.away > 0 THEN least(c.version, excluded.version) ELSE excluded.version END,
+    away = c.away + excluded.away, updated_at = now()
+"""
+
+Key = tuple[uuid.UUID, str, uuid.UUID]  # user, canonical topic, dentist
+
+
+def _user(channel: Channel) -> uuid.UUID | None:
+    return channel.viewer.principal.user_id
+
+
+def positions(channel: Channel) -> dict[uuid.UUID, int]:
+    """Where the channel is per dentist: the last version sent, else where it started."""
+    out = dict(channel.start)
+    for dentist, version in channel.last_version.items():
+        out[uuid.UUID(int=dentist)] = version
+    return dict(list(out.items())[:MAX_DENTISTS])
+
+
+class Cursors:
+    def __init__(self, pool: asyncpg.Pool, retention_hours: int, db_errors: tuple[type[BaseException], ...]) -> None:
+        self._pool = pool
+        self._retention = retention_hours
+        self._db_errors = db_errors
+        self._ended: dict[Key, tuple[int, int]] = {}  # channels that ended: (earliest version, how many)
+        self._saved: dict[Channel, dict[int, int]] = {}  # open channels: last_version when saved
+        self.every = SAVE_EVERY
+        self._wake = asyncio.Event()  # a channel ended: save it now, so a quick rejoin finds it
+
+    async def resume(self, channel: Channel) -> dict[uuid.UUID, int]:
+        """The versions to replay from for a join without them, and the channel's
+        starting point (`channel.start`); one round trip, signed-in users only."""
+        user = _user(channel)
+        if user is None:
+            return {}
+        dentist = channel.topic.key if channel.topic.kind and channel.topic.kind[1] == "dentist_id" else None
+        rows = await self._pool.fetch(_RESUME, user, channel.topic.canonical, self._retention, dentist)
+        versions = {r["dentist_id"]: r["version"] for r in rows if r["resumed"]}
+        channel.start = {r["dentist_id"]: r["version"] for r in rows if not r["resumed"]}
+        channel.start.update(versions)
+        return versions
+
+    def ended(self, channel: Channel) -> None:
+        """A channel left, closed or lost with its socket: saved as away."""
+        saved = self._saved.pop(channel, None)
+        user = _user(channel)
+        if user is None or (saved is None and not channel.last_version and not channel.start):
+            return
+        for dentist, version in positions(channel).items():
+            key = (user, channel.topic.canonical, dentist)
+            earliest, count = self._ended.get(key, (version, 0))
+            self._ended[key] = (min(earliest, version), count + 1)
+        self._wake.set()
+
+    def drop(self, channel: Channel) -> None:
+        self._saved.pop(channel, None)
+
+    def _batch(self, channels: Iterable[Channel]) -> dict[Key, tuple[int, int]]:
+        """What to write: open channels with events since their last save (a
+        dict comparison each, no work for idle ones), then the ended ones."""
+        batch: dict[Key, tuple[int, int]] = {}
+        for channel in channels:
+            user = channel.viewer.principal.user_id
+            if user is None or self._saved.get(channel) == channel.last_version:
+                continue
+            self._saved[channel] = dict(channel.last_version)
+            for dentist, version in positions(channel).items():
+                batch[(user, channel.topic.canonical, dentist)] = (version, 0)
+        ended, self._ended = self._ended, {}
+        batch.update(ended)  # an absent tab's position wins over an open one's in the same batch
+        return batch
+
+    async def save(self, channels: Iterable[Channel]) -> None:
+        batch = self._batch(channels)
+        if not batch:
+            return
+        keys = list(batch)
+        try:
+            await self._pool.execute(_SAVE, [k[0] for k in keys], [k[1] for k in keys], [k[2] for k in keys],
+                                     [batch[k][0] for k in keys], [batch[k][1] for k in keys])
+        except self._db_errors as exc:
+            log.warning("could not save realtime cursors (%d): %s", len(keys), exc)
+            for key in keys:  # ended ones are retried; open ones are saved again next period
+                if batch[key][1]:
+                    earliest, count = self._ended.get(key, batch[key])
+                    self._ended[key] = (min(earliest, batch[key][0]), max(count, batch[key][1]))
+            self._saved.clear()
+
+    async def run(self, open_channels: Callable[[], Iterable[Channel]]) -> None:
+        """Save ended channels as they end, open ones every period, and once
+        more when stopped (what channels ended on shutdown)."""
+        loop = asyncio.get_running_loop()
+        last = loop.time()
+        try:
+            while True:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), max(last + self.every - loop.time(), 0))
+                self._wake.clear()
+                if loop.time() >= last + self.every:
+                    last = loop.time()
+                    await self.save(open_channels())
+                else:
+                    await self.save(())
+        finally:
+            with contextlib.suppress(*self._db_errors):
+                await asyncio.wait_for(self.save(open_channels()), 2.0)
