@@ -40,7 +40,7 @@ run: install
 	$(BIN)/hub serve --migrate --demo --workers $(WORKERS)
 
 test: install js browser pgbouncer
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -rs $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) var/test-pgdata $(JS)/node_modules

@@ -52,6 +52,14 @@ class Rules:
     hold_max_age_seconds: int = 1800
     max_holds_per_patient: int = 3
     cancellation_window_hours: int = 24
+    max_future_appointments_per_dentist: int = 0  # 0: no cap
+    max_appointments_per_day: int = 0
+
+    def caps(self) -> dict[str, int] | None:
+        """The appointment caps for a patient's own booking (sql/0007), None when off."""
+        if not (self.max_future_appointments_per_dentist or self.max_appointments_per_day):
+            return None
+        return {"per_dentist": self.max_future_appointments_per_dentist, "per_day": self.max_appointments_per_day}
 
 
 class _Outcome(msgspec.Struct, frozen=True):
@@ -269,6 +277,14 @@ class DentistActor(Actor):
         if code == "hold_limit":
             return errors.conflict(f"A patient may hold at most {self._rules.max_holds_per_patient} slots at once",
                                    limit=self._rules.max_holds_per_patient)
+        if code == "dentist_cap":
+            limit = self._rules.max_future_appointments_per_dentist
+            return errors.conflict(f"A patient may have at most {limit} upcoming appointments with one dentist",
+                                   limit=limit, rule="max_future_appointments_per_dentist")
+        if code == "day_cap":
+            limit = self._rules.max_appointments_per_day
+            return errors.conflict(f"A patient may have at most {limit} appointments on one day",
+                                   limit=limit, rule="max_appointments_per_day")
         if code == "max_age":
             return errors.conflict("The reservation has reached its maximum age; book it or let it go",
                                    max_age_seconds=self._rules.hold_max_age_seconds)
@@ -444,8 +460,10 @@ class DentistActor(Actor):
             if msg.reservation_id is not None and msg.reservation_id not in own:
                 self._owned_hold(msg.reservation_id, msg.patient_id)  # NOT_FOUND / FORBIDDEN first
                 raise errors.invalid("The reservation is for another time", field="reservation_id")
+            caps = self._rules.caps() if msg.capped else None
             return "book", {
-                "id": appointment_id, "consume": own, "patient_id": msg.patient_id, "start": msg.start,
+                **({"caps": caps} if caps else {}), "id": appointment_id, "consume": own,
+                "patient_id": msg.patient_id, "start": msg.start,
                 "duration": kind.duration_minutes, "buffer": kind.buffer_minutes, "type": kind.name,
                 "notes": msg.notes, "patient_notes": msg.patient_notes, "medical_history": msg.medical_history,
                 "created_by": msg.created_by, "claims": msg.claims,
@@ -489,6 +507,10 @@ class DentistActor(Actor):
                     current["appointment_date"], current["duration_minutes"], current["buffer_minutes"]):
                 own = self._check_slot(start, kind.duration_minutes, kind.blocked_minutes, current["patient_id"],
                                        ignore=msg.appointment_id)
+                caps = None if msg.staff else self._rules.caps()
+                if caps and (refused := await con.fetchval(sql.CAPS, current["patient_id"], self.dentist_id, start,
+                                                           msg.appointment_id, caps)):
+                    raise self._refusal(refused, {})
                 for key in own:
                     await con.execute(sql.DELETE_HOLD, key)
                 kinds.append("rescheduled")

@@ -88,3 +88,7 @@ class Appointment(msgspec.Struct):
     cancellation_reason: str | None
     created_at: datetime
     updated_at: datetime
+
+
+# Why the patient may not have this appointment (sql/0007), or NULL.
+CAPS = "SELECT public.hub_appointment_cap($1, $2, $3, $4, $5)"

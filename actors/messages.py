@@ -60,6 +60,7 @@ class Book:
     created_by: uuid.UUID | None = None
     idempotency: Idempotency | None = None
     claims: str | None = None             # the caller's JWT claims: the insert runs under them (RLS)
+    capped: bool = True  # the patient's own booking: the appointment caps apply (staff bookings are exempt)
 
 
 @_frozen

@@ -93,12 +93,18 @@ async def drop(server_dsn: str, dsn: str) -> None:
     await admin.close()
 
 
+# Every client of a benchmark is one address and a few users: the abuse limits (docs/LIMITS.md) would measure themselves.
+NO_LIMITS = {name: "0" for name in ("MAX_FUTURE_APPOINTMENTS_PER_DENTIST", "MAX_APPOINTMENTS_PER_DAY",
+                                    "RATE_LIMIT_USER_PER_MINUTE", "RATE_LIMIT_IP_PER_MINUTE", "MAX_CONNECTIONS_PER_IP")}
+NO_LIMITS["HEARTBEAT_TIMEOUT_SECONDS"] = "3600"  # bench/subscriber.c sends no heartbeats
+
+
 async def start_hub(dsn: str, tmp: str, preexec_fn: Any = None) -> tuple[subprocess.Popen, str]:
     """One `hub serve` process on `dsn`, once /health says it is ready."""
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "hub", "serve", "--host", "127.0.0.1", "--port", str(port)],
                             env={**os.environ, "DATABASE_URL": dsn, "JWT_SECRET": SECRET, "HUB_ENV": "test",
-                                 "LOG_LEVEL": "WARNING", "HUB_VAR_DIR": tmp, "DB_POOL_MAX": "20"},
+                                 "LOG_LEVEL": "WARNING", "HUB_VAR_DIR": tmp, "DB_POOL_MAX": "20", **NO_LIMITS},
                             cwd=ROOT, preexec_fn=preexec_fn)
     url = f"http://127.0.0.1:{port}"
     async with aiohttp.ClientSession() as session:

@@ -261,7 +261,8 @@ class Booking:
             patient_id=patient, start=body.appointment_date, appointment_type=body.appointment_type,
             notes=body.notes, patient_notes=body.patient_notes, medical_history=body.medical_history,
             reservation_id=body.reservation_id, created_by=who.user_id, idempotency=idem,
-            claims=None if who.is_service else db.claims_json(who)))
+            claims=None if who.is_service else db.claims_json(who),
+            capped=not (who.is_service or who.is_admin)))
 
     async def update(self, who: Principal, appointment_id: uuid.UUID, body: UpdateAppointmentDTO) -> dict[str, Any]:
         if body.appointment_date is not None:
@@ -339,12 +340,14 @@ def _bound(value: str, field: str, *, end: bool) -> datetime:
             day = date.fromisoformat(value)
             return datetime(day.year, day.month, day.day, tzinfo=timezone.utc) + timedelta(days=1 if end else 0)
         instant = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        if instant.tzinfo is not None:
+            return instant.astimezone(timezone.utc) + timedelta(microseconds=1 if end else 0)
+    except OverflowError:  # past the first or last representable instant: no bound at all
+        return (datetime.max if end else datetime.min).replace(tzinfo=timezone.utc)
     except ValueError:
-        instant = None
-    if instant is None or instant.tzinfo is None:
-        raise errors.invalid(f"{field} must be YYYY-MM-DD or an ISO datetime with a time zone", field=field,
-                             location="query")
-    return instant + timedelta(microseconds=1 if end else 0)
+        pass
+    raise errors.invalid(f"{field} must be YYYY-MM-DD or an ISO datetime with a time zone", field=field,
+                         location="query")
 
 
 def _prefixed(alias: str) -> str:

@@ -73,8 +73,7 @@ def _demo_once(settings: Settings) -> None:
 
 
 def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
-    from aiohttp import web
-
+    from web import server
     from web.app import create_app
 
     settings = _database(dataclasses.replace(settings, host=args.host or settings.host,
@@ -94,8 +93,7 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     metrics.watch_gc()
     # SIGTERM: stop accepting, tell sockets to reconnect elsewhere (1012), let
     # requests and actor turns finish, close the pool (web/app.py, cleanup order).
-    web.run_app(create_app(settings), host=settings.host, port=settings.port, reuse_port=args.reuse_port,
-                access_log=None, print=None, shutdown_timeout=5, loop=_event_loop())
+    server.serve(create_app(settings), settings, reuse_port=args.reuse_port, shutdown_timeout=5, loop=_event_loop())
     log.info("stopped")
     return 0
 

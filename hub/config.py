@@ -65,6 +65,14 @@ class Settings:
     def direct_url(self) -> str | None:
         """Where session state (LISTEN, session advisory locks) can live."""
         return self.database_direct_url or self.database_url
+    # Abuse limits (docs/LIMITS.md); 0 turns a cap or rate limit off.
+    max_future_appointments_per_dentist: int = 10
+    max_appointments_per_day: int = 3
+    rate_limit_user_per_minute: int = 120
+    rate_limit_ip_per_minute: int = 1200
+    max_connections_per_ip: int = 256
+    header_timeout_seconds: int = 10
+    heartbeat_timeout_seconds: int = 60
 
     @property
     def development(self) -> bool:
@@ -112,6 +120,13 @@ class Settings:
             database_direct_url=direct,
             # A separate direct URL means DATABASE_URL is a pooler: no named prepared statements.
             db_statement_cache=_int(env, "DB_STATEMENT_CACHE", 0 if direct else 100, 0, 10_000),
+            max_future_appointments_per_dentist=_int(env, "MAX_FUTURE_APPOINTMENTS_PER_DENTIST", 10, 0, 1000),
+            max_appointments_per_day=_int(env, "MAX_APPOINTMENTS_PER_DAY", 3, 0, 100),
+            rate_limit_user_per_minute=_int(env, "RATE_LIMIT_USER_PER_MINUTE", 120, 0, 1_000_000),
+            rate_limit_ip_per_minute=_int(env, "RATE_LIMIT_IP_PER_MINUTE", 1200, 0, 1_000_000),
+            max_connections_per_ip=_int(env, "MAX_CONNECTIONS_PER_IP", 256, 0, 1_000_000),
+            header_timeout_seconds=_int(env, "HEADER_TIMEOUT_SECONDS", 10, 1, 300),
+            heartbeat_timeout_seconds=_int(env, "HEARTBEAT_TIMEOUT_SECONDS", 60, 1, 3600),
         )
 
 

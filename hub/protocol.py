@@ -45,6 +45,8 @@ def decode_text(data: str | bytes, vsn: str) -> Message:
         if vsn == V1:
             return _v1.decode(data)
         join_ref, ref, topic, event, payload = _v2.decode(data)
+    except RecursionError:
+        raise ProtocolError("message nested deeper than the decoder allows") from None
     except msgspec.DecodeError as exc:
         shape = "[join_ref, ref, topic, event, payload]" if vsn == V2 else "{join_ref, ref, topic, event, payload}"
         raise ProtocolError(f"expected a JSON message {shape}: {exc}") from None
@@ -60,18 +62,21 @@ def decode_binary(data: bytes) -> Message:
         raise ProtocolError(f"unsupported binary frame kind {kind}")
     offset = _HEADER.size
     parts = []
-    for length in (jl, rl, tl, el, ml):
+    for name, length in zip(("join_ref", "ref", "topic", "event", "metadata"), (jl, rl, tl, el, ml)):
         chunk = data[offset:offset + length]
         if len(chunk) != length:
             raise ProtocolError("binary frame truncated")
-        parts.append(chunk.decode("utf-8", errors="strict"))
+        try:
+            parts.append(chunk.decode("utf-8", errors="strict"))
+        except UnicodeDecodeError:
+            raise ProtocolError(f"binary frame {name} is not UTF-8") from None
         offset += length
     join_ref, ref, topic, event, meta = parts
     body = data[offset:]
     try:
         inner: Any = msgspec.json.decode(body) if encoding == 1 else body.decode("utf-8")
         extra = msgspec.json.decode(meta) if meta else {}
-    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError) as exc:
         raise ProtocolError(f"binary broadcast payload is not valid: {exc}") from None
     payload = {"type": "broadcast", "event": event, "payload": inner}
     if isinstance(extra, dict):

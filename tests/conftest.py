@@ -69,6 +69,30 @@ async def no_leaked_actors() -> AsyncIterator[None]:
         pytest.fail(f"actor tasks still running after the test and its app were torn down: {leaked}")
 
 
+# Most tests book and write freely as one user from 127.0.0.1; tests/test_limits.py turns these on.
+NO_ABUSE_LIMITS = {"max_future_appointments_per_dentist": 0, "max_appointments_per_day": 0,
+                   "rate_limit_user_per_minute": 0, "rate_limit_ip_per_minute": 0, "max_connections_per_ip": 0}
+
+
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def needs(missing: bool, reason: str) -> pytest.MarkDecorator:
+    """Skip (loudly, `-rs` lists it) when an installable tool is missing; in CI
+    (CI=true) a missing tool fails every test that needs it instead."""
+    return pytest.mark.missing_in_ci(reason) if missing and IN_CI else pytest.mark.skipif(missing, reason=reason)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "missing_in_ci(reason): an installable tool is missing and CI=true")
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    marker = item.get_closest_marker("missing_in_ci")
+    if marker is not None:
+        pytest.fail(f"CI=true: {marker.args[0]}", pytrace=False)
+
+
 def with_database(dsn: str, name: str) -> str:
     parts = urlsplit(dsn)
     return urlunsplit(parts._replace(path="/" + name))
@@ -163,7 +187,7 @@ def dsn(databases: Databases) -> str:
 @pytest.fixture
 def settings(dsn: str, tmp_path: Path) -> Settings:
     return Settings(env="test", database_url=dsn, jwt_secret=SECRET, var_dir=tmp_path,
-                    upload_dir=tmp_path / "uploads", db_pool_min=1, db_pool_max=10)
+                    upload_dir=tmp_path / "uploads", db_pool_min=1, db_pool_max=10, **NO_ABUSE_LIMITS)
 
 
 @pytest.fixture
@@ -305,7 +329,8 @@ class HubProcesses:
             proc = subprocess.Popen(
                 [sys.executable, "-m", "hub", "serve", "--host", "127.0.0.1", "--port", str(port)],
                 env={**os.environ, "DATABASE_URL": self.dsn, "JWT_SECRET": SECRET, "HUB_ENV": "test",
-                     "LOG_LEVEL": "WARNING", "HUB_VAR_DIR": str(self.tmp), **env},
+                     "LOG_LEVEL": "WARNING", "HUB_VAR_DIR": str(self.tmp),
+                     **{k.upper(): str(v) for k, v in NO_ABUSE_LIMITS.items()}, **env},
                 stdout=log, stderr=subprocess.STDOUT)
             self.procs.append(proc)
             url = f"http://127.0.0.1:{port}"

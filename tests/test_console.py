@@ -9,14 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import slot_at
+from tests.conftest import needs, slot_at
 
 CHROMIUM = os.environ.get("CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
 # The README's screenshots: refreshed with SCREENSHOTS=1, so a test run leaves the checkout clean.
 IMG = Path(__file__).resolve().parent.parent / "docs" / "img" if os.environ.get("SCREENSHOTS") else None
-pytestmark = pytest.mark.skipif(
-    CHROMIUM is None, reason="LOUD SKIP: no Chromium found; `make test` installs Debian's chromium package as root "
-                             "(apt-get install chromium), or set CHROMIUM=/path/to/chromium")
+pytestmark = needs(CHROMIUM is None, "LOUD SKIP: no Chromium found; `make test` installs Debian's chromium package "
+                                    "as root (apt-get install chromium), or set CHROMIUM=/path/to/chromium")
 
 
 @pytest.fixture

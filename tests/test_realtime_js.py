@@ -12,12 +12,11 @@ from typing import Any, Callable
 import pytest
 
 from hub.auth import issue_token
-from tests.conftest import SECRET, slot_at
+from tests.conftest import SECRET, needs, slot_at
 
 JS = Path(__file__).parent / "js"
-pytestmark = pytest.mark.skipif(
-    shutil.which("node") is None or not (JS / "node_modules" / "@supabase" / "realtime-js").exists(),
-    reason="Node.js or tests/js/node_modules missing: run `make test` (it runs npm ci in tests/js)")
+pytestmark = needs(shutil.which("node") is None or not (JS / "node_modules" / "@supabase" / "realtime-js").exists(),
+                   "Node.js or tests/js/node_modules missing: run `make test` (it runs npm ci in tests/js)")
 
 
 class Node:

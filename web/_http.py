@@ -14,6 +14,7 @@ from hub.auth import Principal, bearer, verify_token
 from hub.booking import Booking
 from hub.config import Settings
 from hub.keys import Keys
+from web.limits import LIMITS as RATE_LIMITS
 
 SETTINGS = web.AppKey("settings", Settings)
 POOL = web.AppKey("pool", asyncpg.Pool)
@@ -57,6 +58,8 @@ async def principal(request: web.Request) -> Principal:
     who = await request.app[PRINCIPALS].get(claims)
     request[PRINCIPAL] = who
     request[USER_ID] = str(who.user_id) if who.user_id else claims.role
+    if RATE_LIMITS in request.app:
+        request.app[RATE_LIMITS].check_user(request, who)
     return who
 
 
@@ -80,6 +83,8 @@ async def read(request: web.Request, type_: type[T]) -> T:
         return msgspec.json.decode(raw or b"null", type=type_)
     except msgspec.DecodeError as exc:
         raise errors.from_validation(exc) from None
+    except (UnicodeDecodeError, RecursionError) as exc:  # not UTF-8; nested past the decoder's depth
+        raise errors.invalid(f"Malformed JSON: {exc}", field=None, location="body") from None
 
 
 def query(request: web.Request, type_: type[T], lists: tuple[str, ...] = ()) -> T:

@@ -28,7 +28,7 @@ from hub.listener import Listener
 from hub.pubsub import PubSub
 from hub.sweeper import sweep_forever
 from web.realtime import Realtime
-from web import admin, appointments, availability, clinic, health, notifications, openapi, profiles, relay
+from web import admin, appointments, availability, clinic, health, limits, notifications, openapi, profiles, relay
 from web._http import BOOKING, KEYS, POOL, PRINCIPALS, REQUEST_ID, SETTINGS, USER_ID, json
 
 log = logging.getLogger("hub.http")
@@ -142,7 +142,9 @@ async def _actors(app: web.Application) -> AsyncIterator[None]:
     feed.started = await pool.fetchval("SELECT now()")
     rules = Rules(hold_ttl_seconds=settings.hold_ttl_seconds, hold_max_age_seconds=settings.hold_max_age_seconds,
                   max_holds_per_patient=settings.max_holds_per_patient,
-                  cancellation_window_hours=settings.cancellation_window_hours)
+                  cancellation_window_hours=settings.cancellation_window_hours,
+                  max_future_appointments_per_dentist=settings.max_future_appointments_per_dentist,
+                  max_appointments_per_day=settings.max_appointments_per_day)
     writes = GroupCommit(pool)
     directory: Directory[DentistActor] = Directory(
         lambda key: DentistActor(key, pool=pool, writes=writes, catalog=catalog, rules=rules, publish=feed.publish))
@@ -151,6 +153,7 @@ async def _actors(app: web.Application) -> AsyncIterator[None]:
     booking = app[BOOKING] = Booking(pool, directory, catalog, settings)
     realtime = app[REALTIME] = Realtime(pool, app[PRINCIPALS], booking, app[KEYS],
                                         retention_hours=settings.event_retention_hours)
+    realtime.heartbeat_timeout = settings.heartbeat_timeout_seconds
     pubsub.subscribe(realtime.on_event)
 
     def notified(con: Any, pid: int, channel: str, payload: str) -> None:
@@ -256,8 +259,10 @@ async def _database_health(app: web.Application) -> dict[str, int]:
 
 
 def create_app(settings: Settings) -> web.Application:
-    app = web.Application(middlewares=[errors_and_access_log], client_max_size=settings.max_body_bytes)
+    app = web.Application(middlewares=[errors_and_access_log, limits.by_address],
+                          client_max_size=settings.max_body_bytes)
     app[SETTINGS] = settings
+    app[limits.LIMITS] = limits.RateLimits(settings.rate_limit_user_per_minute, settings.rate_limit_ip_per_minute)
     app.cleanup_ctx.extend([_keys, _postgres, _actors])
     health.register(app, "database", _database_health)
     health.register(app, "realtime", _realtime_health)

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import uuid
 from pathlib import Path
+from urllib.parse import quote
 
-from aiohttp import web
+import aiohttp
+from aiohttp import BodyPartReader, web
 
 from hub import errors
 from hub.booking import AppointmentFilters, CancelDTO, CreateAppointmentDTO, UpdateAppointmentDTO
@@ -16,6 +19,7 @@ from web._http import BOOKING, POOL, SETTINGS, created, json, path_id, principal
 routes = web.RouteTableDef()
 
 MAX_DOCUMENT_BYTES = 10 * 1024 * 1024
+MAX_PARTS = 20  # form fields skipped while looking for `file`
 DOCUMENT_TYPES = {"application/pdf": ".pdf", "image/jpeg": ".jpg", "image/png": ".png", "image/webp": ".webp",
                   "image/heic": ".heic"}
 
@@ -63,18 +67,12 @@ async def cancel_appointment(request: web.Request) -> web.Response:
 async def upload_document(request: web.Request) -> web.Response:
     who = await principal(request)
     appointment, _ = await request.app[BOOKING].appointment(who, path_id(request))
-    if not request.content_type.startswith("multipart/"):
-        raise errors.invalid("Upload a file as multipart/form-data (field `file`)", field="file")
-    reader = await request.multipart()
-    part = await reader.next()
-    while part is not None and getattr(part, "name", None) != "file":
-        part = await reader.next()
-    if part is None or not hasattr(part, "read_chunk"):
-        raise errors.invalid("The form has no `file` field", field="file")
+    part = await _file_part(request)
     file_type = (part.headers.get("Content-Type") or "").split(";")[0].strip().lower()
     if file_type not in DOCUMENT_TYPES:
         raise errors.invalid(f"Only {', '.join(sorted(DOCUMENT_TYPES))} files are accepted", field="file",
-                             content_type=file_type)
+                             content_type=file_type[:100])
+    file_name = safe_file_name(part)
     doc_id = uuid.uuid4()
     folder: Path = request.app[SETTINGS].upload_dir / str(appointment["id"])
     target = folder / f"{doc_id}{DOCUMENT_TYPES[file_type]}"
@@ -83,7 +81,7 @@ async def upload_document(request: web.Request) -> web.Response:
         try:
             folder.mkdir(parents=True, exist_ok=True)
             with target.open("wb") as out:  # streamed: never the whole file in memory
-                while chunk := await part.read_chunk(64 * 1024):
+                while chunk := await _chunk(part):
                     size += len(chunk)
                     if size > MAX_DOCUMENT_BYTES:
                         raise errors.HubError(errors.ErrorCode.PAYLOAD_TOO_LARGE,
@@ -93,7 +91,6 @@ async def upload_document(request: web.Request) -> web.Response:
                 os.fsync(out.fileno())  # a full disk says so now, not after the row is committed
         except OSError as exc:
             raise errors.storage_error(exc) from None
-        file_name = Path(part.filename or target.name).name[:200]
         row = await request.app[POOL].fetchrow(
             "INSERT INTO public.appointment_documents (id, appointment_id, file_name, file_url, file_type, file_size, "
             "uploaded_by) VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING *",
@@ -117,6 +114,54 @@ async def download_document(request: web.Request) -> web.StreamResponse:
     path = request.app[SETTINGS].upload_dir / str(appointment["id"]) / f"{doc_id}{DOCUMENT_TYPES[doc['file_type']]}"
     if not path.exists():
         raise errors.not_found("document file", doc_id)
-    return web.FileResponse(path, headers={
-        "Content-Type": doc["file_type"],
-        "Content-Disposition": f'attachment; filename="{doc["file_name"].replace(chr(34), "")}"'})
+    return web.FileResponse(path, headers={"Content-Type": doc["file_type"],
+                                           "Content-Disposition": content_disposition(doc["file_name"])})
+
+
+# ---- what arrives in a multipart body is hostile until checked -------------------
+
+_UNSAFE = re.compile(r'[\x00-\x1f\x7f"\\/]')
+_MULTIPART_ERRORS = (ValueError, AssertionError, LookupError, UnicodeError, aiohttp.http_exceptions.BadHttpMessage)
+
+
+async def _file_part(request: web.Request) -> BodyPartReader:
+    """The form's `file` part; VALIDATION_ERROR for anything that is not a well-formed multipart form."""
+    if not request.content_type.startswith("multipart/"):
+        raise errors.invalid("Upload a file as multipart/form-data (field `file`)", field="file")
+    try:
+        reader = await request.multipart()
+        part = await reader.next()
+        for _ in range(MAX_PARTS):
+            if part is None or getattr(part, "name", None) == "file":
+                break
+            part = await reader.next()
+    except _MULTIPART_ERRORS as exc:
+        raise errors.invalid(f"Malformed multipart body: {exc}"[:300], field="file") from None
+    if not isinstance(part, BodyPartReader) or part.name != "file":
+        raise errors.invalid("The form has no `file` field", field="file")
+    return part
+
+
+async def _chunk(part: BodyPartReader) -> bytes:
+    try:
+        return await part.read_chunk(64 * 1024)
+    except _MULTIPART_ERRORS as exc:  # e.g. the body ends before the closing boundary
+        raise errors.invalid(f"Malformed multipart body: {exc}"[:300], field="file") from None
+
+
+def safe_file_name(part: BodyPartReader) -> str:
+    """The uploader's file name without control characters (CR, LF, NUL), quotes or
+    path separators, at most 200 characters; `document` when nothing is left."""
+    try:
+        raw = part.filename or ""
+    except _MULTIPART_ERRORS:
+        raw = ""
+    name = _UNSAFE.sub("_", raw).strip(" .")[:200]
+    return name or "document"
+
+
+def content_disposition(file_name: str) -> str:
+    """RFC 6266: an ASCII fallback and the UTF-8 name, both safe in a header."""
+    clean = _UNSAFE.sub("_", file_name)
+    fallback = clean.encode("ascii", "replace").decode().replace("?", "_")
+    return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(clean, safe='')}"

@@ -30,6 +30,7 @@ from hub.errors import HubError
 from hub.protocol import Message
 from hub.users import Principals
 from web import channels
+from web.bindings import check_cap as check_bindings_cap
 from web.catchup import positions
 from web.channels import Viewer
 from web.session import MAX_CHANNELS, Channel, Session
@@ -119,8 +120,11 @@ class Joins:
             raise errors.invalid(f"postgres_changes must be a list of at most {MAX_BINDINGS} bindings",
                                  field="postgres_changes")
         bindings = [channels.parse_binding(spec) for spec in raw_bindings]
+        check_bindings_cap(session.channels.values(), len(bindings))
         versions = _versions(config.get("versions", payload.get("versions")))
         broadcast = config.get("broadcast") or {}
+        if not isinstance(broadcast, dict):
+            raise errors.invalid("config.broadcast must be an object", field="config")
         channel = Channel(session, topic, msg.join_ref or msg.ref, viewer, principal.claims.exp, bindings,
                           broadcast_self=bool(broadcast.get("self")), broadcast_ack=bool(broadcast.get("ack")))
         if versions:

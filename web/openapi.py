@@ -4,6 +4,7 @@ against it (tests/test_openapi.py), so this cannot drift from the code quietly."
 
 from __future__ import annotations
 
+import re
 import uuid
 from datetime import date, datetime
 from typing import Any, Literal
@@ -179,6 +180,61 @@ OPERATIONS: list[tuple[str, str, str, Any, Any, int, Any]] = [
     ("put", "/api/appointment-types/{name}", "Create or change an appointment type (admin)", None,
      AppointmentTypeDTO, 200, AppointmentType),
 ]
+# OpenAPI links: where an answer's ids lead, so stateful tests (schemathesis)
+# chain create dentist -> slots -> hold -> book -> reschedule -> cancel.
+# (source method, path) -> link name -> (target method, path, parameters, request body)
+_RESERVE = "/api/availability/{dentist_id}/reservations"
+_BOOK, _APPOINTMENT = "/api/appointments", "/api/appointments/{id}"
+_NEW_ID, _SAME_ID = {"id": "$response.body#/id"}, {"id": "$request.path.id"}
+_DENTIST = {"dentist_id": "$response.body#/id"}
+LINKS: dict[tuple[str, str], dict[str, tuple[str, str, dict[str, str], dict[str, str] | None]]] = {
+    ("post", "/api/dentists"): {
+        "Hours": ("get", "/api/availability/{dentist_id}", _DENTIST, None),
+        "ChangeHours": ("put", "/api/availability/{dentist_id}", _DENTIST, None),
+        "Slots": ("get", "/api/availability/{dentist_id}/slots", _DENTIST, None),
+        "Hold": ("post", _RESERVE, _DENTIST, None),
+        "Book": ("post", _BOOK, {}, {"dentist_id": "$response.body#/id"}),
+        "Change": ("put", "/api/dentists/{id}", _NEW_ID, None),
+    },
+    ("get", "/api/availability/{dentist_id}/slots"): {
+        "HoldFirst": ("post", _RESERVE, {"dentist_id": "$request.path.dentist_id"},
+                      {"slot_time": "$response.body#/0/start"}),
+        "BookFirst": ("post", _BOOK, {}, {"dentist_id": "$request.path.dentist_id",
+                                          "appointment_date": "$response.body#/0/start"}),
+    },
+    ("post", _RESERVE): {
+        "Extend": ("post", "/api/reservations/{id}/extend", _NEW_ID, None),
+        "Release": ("delete", "/api/reservations/{id}", _NEW_ID, None),
+        "BookHeld": ("post", _BOOK, {}, {"dentist_id": "$response.body#/dentist_id",
+                                         "appointment_date": "$response.body#/slot_time",
+                                         "reservation_id": "$response.body#/id"}),
+    },
+    ("post", _BOOK): {
+        "Get": ("get", _APPOINTMENT, _NEW_ID, None),
+        "Reschedule": ("put", _APPOINTMENT, _NEW_ID, None),
+        "Cancel": ("delete", _APPOINTMENT, _NEW_ID, None),
+    },
+    ("put", _APPOINTMENT): {
+        "Get": ("get", _APPOINTMENT, _SAME_ID, None),
+        "Cancel": ("delete", _APPOINTMENT, _SAME_ID, None),
+    },
+}
+
+
+def operation_id(method: str, path: str) -> str:
+    return re.sub(r"[^A-Za-z0-9]+", "_", f"{method} {path}").strip("_")
+
+
+def _links(method: str, path: str) -> dict[str, Any]:
+    out = {}
+    for name, (target_method, target_path, parameters, body) in LINKS.get((method, path), {}).items():
+        link: dict[str, Any] = {"operationId": operation_id(target_method, target_path), "parameters": parameters}
+        if body is not None:
+            link["requestBody"] = body
+        out[name] = link
+    return out
+
+
 _ERRORS = {"400": "Invalid input (details.field names it)", "401": "Missing or bad token",
            "403": "Not allowed for this caller", "404": "Not found", "409": "Conflict with the current state",
            "413": "Body too large", "429": "Too many requests", "503": "Retry shortly"}
@@ -216,6 +272,9 @@ def build() -> dict[str, Any]:
                                                    for code, text in _ERRORS.items()}}
         operation["responses"][str(status)] = {"description": "Done"} if answer is None else {
             "description": "OK", "content": {"application/json": {"schema": answer_schema[id(answer)]}}}
+        operation["operationId"] = operation_id(method, path)
+        if links := _links(method, path):
+            operation["responses"][str(status)]["links"] = links
         if body is not None:
             operation["requestBody"] = {"required": method != "delete", "content": {"application/json": {
                 "schema": {"$ref": f"#/components/schemas/{body.__name__}"}}}}

@@ -31,6 +31,7 @@ from hub.keys import Keys
 from hub.listener import Listener
 from hub.protocol import Message
 from hub.users import Principals
+from web.bindings import BindingIndex
 from web.catchup import Cursors
 from web.commands import COMMANDS
 from web.joins import Joins
@@ -52,7 +53,7 @@ class Realtime:
         self.sessions: set[Session] = set()
         # channel indexes: by canonical topic, and by table for postgres_changes
         self._by_topic: dict[str, set[Channel]] = collections.defaultdict(set)
-        self._by_table: dict[str, set[Channel]] = collections.defaultdict(set)
+        self._bindings = BindingIndex()  # postgres_changes subscribers (web/bindings.py)
         self.origin = uuid.uuid4().hex  # this process, to skip its own relayed messages
         self.presence = Presence(self.origin, self.fan_out, self.notify, DB_ERRORS)
         self.relay = Relay(self.origin, self.fan_out, self.notify)
@@ -60,6 +61,7 @@ class Realtime:
         self.joins = Joins(self, pool, principals, booking)
         self._booking = booking
         self.slow_disconnects = 0
+        self.heartbeat_timeout = 60.0  # seconds of client silence before a socket is closed (web/session.py)
         self.delivered = 0
         self._latencies: dict[int, int] = {}  # event id -> ms from commit to the last local hand-off
         self._unflushed: list[Session] = []  # sessions with frames for the next flush (flush_soon)
@@ -76,7 +78,7 @@ class Realtime:
             for row in (event.new, event.old):
                 if row is not None:
                     targets |= self._by_topic.get(f"appointments:patient_id={row['patient_id']}", set())
-        targets |= self._by_table.get(event.table_name, set())
+        targets |= self._bindings.candidates(event)
         cache: dict[Any, Any] = {}
         sent = 0
         for channel in targets:
@@ -201,15 +203,13 @@ class Realtime:
 
     def add(self, channel: Channel) -> None:
         self._by_topic[channel.topic.canonical].add(channel)
-        for binding in channel.bindings:
-            self._by_table[binding.table].add(channel)
+        self._bindings.add(channel)
 
     def leave(self, channel: Channel, ended: bool = True) -> None:
         """Unsubscribe; `ended`: the client is gone, so save where it was (a
         rejoin on the same socket takes over instead)."""
         self._by_topic.get(channel.topic.canonical, set()).discard(channel)
-        for binding in channel.bindings:
-            self._by_table.get(binding.table, set()).discard(channel)
+        self._bindings.remove(channel)
         self.presence.untrack(channel)
         if ended:
             self.cursors.ended(channel)

@@ -44,6 +44,7 @@ POLICY = Close(1008, "protocol violation")
 RESTART = Close(1012, "service restart: reconnect and resume")
 UNAUTHORIZED = Close(4001, "token expired or invalid")
 SLOW = Close(4008, "slow consumer: reconnect and resume")
+SILENT = Close(1000, "no message within the heartbeat timeout")
 
 OUTBOX_BYTES = 512 * 1024  # unsent bytes one socket may have before it counts as slow
 MAX_CHANNELS = 100      # channels one socket may join
@@ -140,6 +141,8 @@ class Session:
         self._tokens = PUSH_BURST
         self._refilled = time.monotonic()
         self.close_code: int | None = None
+        self._heard = 0.0  # loop time of the client's last message (heartbeats included)
+        self._silence: asyncio.TimerHandle | None = None
 
     # ---- writing ---------------------------------------------------------
 
@@ -195,9 +198,15 @@ class Session:
     # ---- reading -----------------------------------------------------------
 
     async def run(self) -> None:
-        """The one reader of this socket; writes happen in push()."""
+        """The one reader of this socket; writes happen in push(). As Phoenix
+        does, a client that sends nothing (not even a heartbeat) for
+        heartbeat_timeout seconds is closed: WebSocket pongs do not count."""
+        loop = asyncio.get_running_loop()
+        self._heard = loop.time()
+        self._silence = loop.call_later(self.realtime.heartbeat_timeout, self._check_silence)
         try:
             async for raw in self.ws:
+                self._heard = loop.time()
                 if raw.type == WSMsgType.TEXT:
                     await self._receive(lambda: protocol.decode_text(raw.data, self.vsn))
                 elif raw.type == WSMsgType.BINARY:
@@ -205,10 +214,20 @@ class Session:
                 elif raw.type == WSMsgType.ERROR:
                     break
         finally:
+            if self._silence is not None:
+                self._silence.cancel()
             self._closing = True
             for channel in list(self.channels.values()):
                 self.realtime.leave(channel)
             self.channels.clear()
+
+    def _check_silence(self) -> None:
+        loop = asyncio.get_running_loop()
+        due = self._heard + self.realtime.heartbeat_timeout
+        if loop.time() >= due:
+            self.close_soon(SILENT)
+        else:
+            self._silence = loop.call_at(due, self._check_silence)
 
     async def _receive(self, decode: Any) -> None:
         try:
@@ -227,8 +246,9 @@ class Session:
             self.push(protocol.reply(self.vsn, msg, "error", {"reason": exc.message, **exc.body()}))
         except Exception as exc:
             error = db.as_hub_error(exc)  # the database away: an error reply, not a dead socket
-            if error is None:
-                raise
+            if error is None:  # a bug handling one message fails that message, not the socket
+                log.exception("unhandled error on a socket message", extra={"topic": msg.topic, "event": msg.event})
+                error = errors.HubError(errors.ErrorCode.INTERNAL_ERROR, "An unexpected error occurred")
             self.push(protocol.reply(self.vsn, msg, "error", {"reason": error.message, **error.body()}))
 
     def _allow_push(self) -> bool:
