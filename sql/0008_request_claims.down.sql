@@ -2,12 +2,20 @@
 -- and may have existed before (Supabase grants it to `postgres`).
 DROP POLICY IF EXISTS slot_reservations_delete ON public.slot_reservations;
 REVOKE DELETE ON public.slot_reservations FROM authenticated;
--- hub_book as 0004 defined it.
+-- hub_book as 0007 defined it.
 CREATE OR REPLACE FUNCTION public.hub_book(_dentist uuid, _a jsonb) RETURNS jsonb
 LANGUAGE plpgsql SET search_path = public AS $$
 DECLARE
   _row public.appointments;
+  _refused text;
 BEGIN
+  IF _a ? 'caps' THEN
+    _refused := public.hub_appointment_cap((_a ->> 'patient_id')::uuid, _dentist, (_a ->> 'start')::timestamptz,
+                                           NULL, _a -> 'caps');
+    IF _refused IS NOT NULL THEN
+      RETURN jsonb_build_object('refused', _refused);
+    END IF;
+  END IF;
   DELETE FROM public.slot_reservations
   WHERE dentist_id = _dentist AND id IN (SELECT value::uuid FROM jsonb_array_elements_text(_a -> 'consume'));
   INSERT INTO public.appointments (id, patient_id, dentist_id, appointment_date, duration_minutes, buffer_minutes,

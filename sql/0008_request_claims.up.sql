@@ -30,13 +30,21 @@ END $$;
 -- for someone else even if the application let them. The role is switched
 -- for these statements only, inside the batch's transaction, and back to the
 -- hub's own ('none' = the session's user) before anything else runs.
--- Otherwise as in 0004.
+-- Otherwise as in 0007 (its caps are checked first, as the hub).
 CREATE OR REPLACE FUNCTION public.hub_book(_dentist uuid, _a jsonb) RETURNS jsonb
 LANGUAGE plpgsql SET search_path = public AS $$
 DECLARE
   _row public.appointments;
+  _refused text;
   _claims text := _a ->> 'claims';
 BEGIN
+  IF _a ? 'caps' THEN
+    _refused := public.hub_appointment_cap((_a ->> 'patient_id')::uuid, _dentist, (_a ->> 'start')::timestamptz,
+                                           NULL, _a -> 'caps');
+    IF _refused IS NOT NULL THEN
+      RETURN jsonb_build_object('refused', _refused);
+    END IF;
+  END IF;
   IF _claims IS NOT NULL THEN
     PERFORM set_config('request.jwt.claims', _claims, true), set_config('role', 'authenticated', true);
   END IF;
