@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import re
 import secrets
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -60,11 +61,6 @@ class Settings:
     # size on pool connections (0 through a transaction pooler).
     database_direct_url: str | None = None
     db_statement_cache: int = 100
-
-    @property
-    def direct_url(self) -> str | None:
-        """Where session state (LISTEN, session advisory locks) can live."""
-        return self.database_direct_url or self.database_url
     # Abuse limits (docs/LIMITS.md); 0 turns a cap or rate limit off.
     max_future_appointments_per_dentist: int = 10
     max_appointments_per_day: int = 3
@@ -73,6 +69,23 @@ class Settings:
     max_connections_per_ip: int = 256
     header_timeout_seconds: int = 10
     heartbeat_timeout_seconds: int = 60
+    # The clinic's day (docs/WEBHOOKS.md, docs/CALENDAR.md, docs/API.md#reminders).
+    public_url: str | None = None  # the hub's address as subscribers reach it (calendar feed URLs)
+    webhook_allow_private: bool = False
+    webhook_timeout_seconds: float = 10.0
+    webhook_concurrency: int = 8
+    webhook_backoff_base_seconds: float = 10.0
+    webhook_retry_seconds: float = 24 * 3600.0
+    webhook_disable_after: int = 3
+    webhook_poll_seconds: float = 1.0
+    reminder_offsets: tuple[str, ...] = ("1d", "2h")
+    reminder_max_late_minutes: int = 60
+    reminder_poll_seconds: float = 15.0
+
+    @property
+    def direct_url(self) -> str | None:
+        """Where session state (LISTEN, session advisory locks) can live."""
+        return self.database_direct_url or self.database_url
 
     @property
     def development(self) -> bool:
@@ -127,6 +140,15 @@ class Settings:
             max_connections_per_ip=_int(env, "MAX_CONNECTIONS_PER_IP", 256, 0, 1_000_000),
             header_timeout_seconds=_int(env, "HEADER_TIMEOUT_SECONDS", 10, 1, 300),
             heartbeat_timeout_seconds=_int(env, "HEARTBEAT_TIMEOUT_SECONDS", 60, 1, 3600),
+            public_url=_public_url(env.get("PUBLIC_URL", "")),
+            webhook_allow_private=_bool(env, "WEBHOOK_ALLOW_PRIVATE"),
+            webhook_timeout_seconds=_int(env, "WEBHOOK_TIMEOUT_SECONDS", 10, 1, 60),
+            webhook_concurrency=_int(env, "WEBHOOK_CONCURRENCY", 8, 1, 100),
+            webhook_backoff_base_seconds=_int(env, "WEBHOOK_BACKOFF_BASE_SECONDS", 10, 1, 3600),
+            webhook_retry_seconds=_int(env, "WEBHOOK_RETRY_HOURS", 24, 1, 24 * 7) * 3600.0,
+            webhook_disable_after=_int(env, "WEBHOOK_DISABLE_AFTER", 3, 1, 1000),
+            reminder_offsets=reminder_offsets(env.get("REMINDER_OFFSETS", "1d,2h")),
+            reminder_max_late_minutes=_int(env, "REMINDER_MAX_LATE_MINUTES", 60, 1, 24 * 60),
         )
 
 
@@ -140,6 +162,41 @@ def _jwks_url(url: str | None) -> str | None:
     if parts.scheme == "http" and parts.hostname in ("127.0.0.1", "localhost", "::1"):
         return url
     raise ConfigError(f"JWT_JWKS_URL must be an https:// URL (http only for localhost), got {url!r}")
+
+
+def _bool(env: dict[str, str], name: str) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if raw in ("", "0", "false", "no"):
+        return False
+    if raw in ("1", "true", "yes"):
+        return True
+    raise ConfigError(f"{name} must be true or false, got {raw!r}")
+
+
+def _public_url(raw: str) -> str | None:
+    if not raw:
+        return None
+    if not re.match(r"^https?://[^/?#\s]+(/[^?#\s]*)?$", raw):
+        raise ConfigError(f"PUBLIC_URL must be an http(s) address like https://hub.example.com, got {raw!r}")
+    return raw.rstrip("/")
+
+
+_OFFSET = re.compile(r"^(\d{1,4})([dhm])$")
+
+
+def reminder_offsets(raw: str) -> tuple[str, ...]:
+    """REMINDER_OFFSETS: comma-separated `Nd` (N days before, same local time),
+    `Nh` or `Nm` (hours or minutes before); empty turns reminders off."""
+    labels = tuple(part.strip() for part in raw.split(",") if part.strip())
+    for label in labels:
+        match = _OFFSET.match(label)
+        if match is None or int(match.group(1)) == 0:
+            raise ConfigError(f"REMINDER_OFFSETS entries look like 1d, 2h or 30m, got {label!r}")
+        if int(match.group(1)) * {"d": 1440, "h": 60, "m": 1}[match.group(2)] > 365 * 1440:
+            raise ConfigError(f"REMINDER_OFFSETS entries reach at most a year back, got {label!r}")
+    if len(set(labels)) != len(labels) or len(labels) > 10:
+        raise ConfigError("REMINDER_OFFSETS takes at most 10 distinct entries")
+    return labels
 
 
 def _dev_secret(var_dir: Path) -> str:

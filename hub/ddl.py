@@ -2,7 +2,8 @@
 
 Adoption (hub/adopt.py) brings an existing database to what 0001 would have
 made, so 0001 stays the one place that says what the schema is. This is not a
-general SQL parser: it reads the plain forms 0001 is written in.
+general SQL parser: it reads the plain forms 0001 is written in. `outline`
+lists any migration's statements for `hub migrate --dry-run`.
 """
 
 from __future__ import annotations
@@ -194,3 +195,17 @@ def function_body(statement: str) -> str:
 
 def enum_labels(statement: str) -> list[str]:
     return [label.strip().strip("'") for label in split(group(statement)[0])]
+
+
+
+def outline(sql: str, width: int = 110) -> list[str]:
+    """One line per statement of a script, bodies elided, for `hub migrate --dry-run`."""
+    try:
+        parts = statements(sql)
+    except ValueError:  # an unterminated quote: PostgreSQL will say where
+        return ["(statements not listed: the file has an unterminated quote)"]
+    lines = []
+    for s in parts:
+        line = " ".join(re.sub(r"(\$[A-Za-z_]*\$).*?\1", r"\1…\1", s, flags=re.S).split())
+        lines.append(line if len(line) <= width else line[:width - 1] + "…")
+    return lines

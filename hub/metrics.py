@@ -97,3 +97,15 @@ def track(pool_sizes: Callable[[], tuple[int, int]], actors: Callable[[], int], 
 
 def render() -> tuple[bytes, str]:
     return generate_latest(), CONTENT_TYPE_LATEST
+
+
+WEBHOOK_ATTEMPTS = Counter("hub_webhook_attempts_total", "Webhook delivery attempts by result",
+                           ["result"])  # success | http_error | network_error | refused
+WEBHOOK_ATTEMPT_SECONDS = Histogram("hub_webhook_attempt_seconds", "Time a receiver took to answer one attempt",
+                                    ["result"], buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
+WEBHOOK_DELIVERIES = Counter("hub_webhook_deliveries_total", "Webhook deliveries finished, by outcome",
+                             ["outcome"])  # succeeded | failed (retries exhausted)
+WEBHOOK_DISABLED = Counter("hub_webhook_endpoints_disabled_total", "Endpoints disabled after repeated failure")
+REMINDERS = Counter("hub_reminders_total", "Appointment reminders by outcome", ["outcome"])  # sent | missed
+REMINDER_LATENESS = Histogram("hub_reminder_lateness_seconds", "How long after its due time a reminder went out",
+                              buckets=(0.1, 1, 5, 15, 60, 300, 900, 1800, 3600))

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import asyncpg
 
-from hub import adopt
+from hub import adopt, ddl
 
 log = logging.getLogger("hub.migrate")
 
@@ -107,6 +107,30 @@ def _refusal(problems: list[str]) -> MigrationError:
     return MigrationError("cannot adopt this database; nothing was changed:\n  - " + "\n  - ".join(problems))
 
 
+async def _adopt(con: asyncpg.Connection, files: list[Migration]) -> bool:
+    """Adopt the database in place of 0001 unless another process has meanwhile; whether this one did."""
+    await con.execute("SELECT pg_advisory_lock($1)", _LOCK)
+    try:
+        applied = await _applied(con)  # read under the lock
+        adoption = await _adoption(con, files, applied)
+        if adoption is None:
+            return False
+        pending = [m for m in files[1:] if m.version not in applied]
+        problems = await adoption.rehearse(pending, _TABLE)
+        if problems:
+            raise _refusal(problems)
+        log.info("adopting the existing schema as %04d_%s", files[0].version, files[0].name)
+        try:
+            await adoption.apply([(_TABLE, ()), (_RECORD, (files[0].version, files[0].name, files[0].checksum))])
+        except adopt.Refused as exc:
+            raise _refusal(exc.problems) from None
+        except asyncpg.PostgresError as exc:
+            raise MigrationError(f"adopting the existing schema failed and was rolled back: {exc}") from None
+        return True
+    finally:
+        await con.execute("SELECT pg_advisory_unlock($1)", _LOCK)
+
+
 async def migrate(con: asyncpg.Connection, files: list[Migration]) -> list[Migration]:
     """Apply the pending migrations; returns those applied.
 
@@ -124,25 +148,10 @@ async def migrate(con: asyncpg.Connection, files: list[Migration]) -> list[Migra
     if problems:
         raise MigrationError("; ".join(problems))
     done = []
-    adoption = await _adoption(con, files, applied)
-    if adoption is not None:
-        await con.execute("SELECT pg_advisory_lock($1)", _LOCK)
-        try:
-            pending = [m for m in files[1:] if m.version not in applied]
-            problems = await adoption.rehearse(pending, _TABLE)
-            if problems:
-                raise _refusal(problems)
-            log.info("adopting the existing schema as %04d_%s", files[0].version, files[0].name)
-            try:
-                await adoption.apply([(_TABLE, ()), (_RECORD, (files[0].version, files[0].name, files[0].checksum))])
-            except adopt.Refused as exc:
-                raise _refusal(exc.problems) from None
-            except asyncpg.PostgresError as exc:
-                raise MigrationError(f"adopting the existing schema failed and was rolled back: {exc}") from None
-        finally:
-            await con.execute("SELECT pg_advisory_unlock($1)", _LOCK)
+    if 1 not in applied and await adopt.needed(con):
+        if await _adopt(con, files):
+            done.append(files[0])
         applied = await _applied(con)
-        done.append(files[0])
     for migration in files:
         if migration.version in applied:
             continue
@@ -186,7 +195,8 @@ async def dry_run(con: asyncpg.Connection, files: list[Migration]) -> tuple[list
             pending = pending[1:]
         else:
             problems = await _rehearse(con, pending)
-        lines += [f"apply {m.version:04d}_{m.name}" for m in pending]
+        for m in pending:
+            lines += [f"apply {m.version:04d}_{m.name}:"] + ["  " + line for line in ddl.outline(m.sql)]
         return lines, problems
     finally:
         await con.execute("SELECT pg_advisory_unlock($1)", _LOCK)

@@ -30,13 +30,13 @@ END $$;
 -- for someone else even if the application let them. The role is switched
 -- for these statements only, inside the batch's transaction, and back to the
 -- hub's own ('none' = the session's user) before anything else runs.
--- Otherwise as in 0007 (its caps are checked first, as the hub).
+-- Otherwise as in 0007 (the caps are counted as the hub, over every patient's rows).
 CREATE OR REPLACE FUNCTION public.hub_book(_dentist uuid, _a jsonb) RETURNS jsonb
 LANGUAGE plpgsql SET search_path = public AS $$
 DECLARE
   _row public.appointments;
-  _refused text;
   _claims text := _a ->> 'claims';
+  _refused text;
 BEGIN
   IF _a ? 'caps' THEN
     _refused := public.hub_appointment_cap((_a ->> 'patient_id')::uuid, _dentist, (_a ->> 'start')::timestamptz,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import subprocess
 import sys
 import uuid
@@ -94,16 +95,17 @@ def clinic_db(databases):
         databases.drop(dsn)
 
 
-async def run_migrate(dsn: str) -> list[migrate.Migration]:
+async def run_migrate(dsn: str, sql_dir: Path = ROOT / "sql") -> list[migrate.Migration]:
     con = await db.connect(dsn)
     try:
-        return await migrate.migrate(con, migrate.load(ROOT / "sql"))
+        return await migrate.migrate(con, migrate.load(sql_dir))
     finally:
         await con.close()
 
 
-def cli(dsn: str, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "DATABASE_URL": dsn, "JWT_SECRET": SECRET, "HUB_ENV": "test", "LOG_LEVEL": "WARNING"}
+def cli(dsn: str, *args: str, sql_dir: Path = ROOT / "sql") -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "DATABASE_URL": dsn, "JWT_SECRET": SECRET, "HUB_ENV": "test", "LOG_LEVEL": "WARNING",
+           "HUB_SQL_DIR": str(sql_dir)}
     return subprocess.run([sys.executable, "-m", "hub", "migrate", *args], env=env, capture_output=True,
                           text=True, timeout=60)
 
@@ -134,7 +136,6 @@ async def test_adoption_keeps_everything_and_the_hub_serves_it(clinic_db, aiohtt
         # The status CHECK alone goes: the enum appointment_status replaces it.
         kept = {tuple(x) for x in before[kind] if x[1] != "appointments_status_check"}
         assert kept <= set(map(tuple, after[kind])), kind
-    assert [p for p in after["pol"] if p[0] == "appointments"] == [p for p in before["pol"] if p[0] == "appointments"]
     assert set(map(tuple, before["acl"])) <= set(map(tuple, after["acl"]))
     auth_before = [f for f in before["fn"] if f[0].startswith("auth.")]
     assert [f for f in after["fn"] if f[0].startswith("auth.")] == auth_before  # Supabase's own, untouched
@@ -205,9 +206,12 @@ async def test_dry_run_prints_the_plan_and_changes_nothing(clinic_db) -> None:
                      "  skip auth.users (exists)",
                      "  convert appointments.status from text to appointment_status (default 'pending')",
                      "  backfill 1 rows of dentists.available_times with '{}'",
-                     "  keep the existing policies on appointments (the hub's appointments_select is not added)",
-                     "apply 0002_booking_rules"):
+                     "  keep the existing policies on appointments (the hub's appointments_select is not added)"):
         assert expected in lines, result.stdout
+    # Then every later file, each with its statements.
+    files = migrate.load(ROOT / "sql")
+    assert [line for line in lines if line.startswith("apply ")] == [f"apply {m.version:04d}_{m.name}:" for m in files[1:]]
+    assert "  CREATE TABLE public.appointment_types ( name text PRIMARY KEY" in result.stdout
     assert await snapshot(dsn) == before
 
 
@@ -287,3 +291,109 @@ async def test_rolling_back_as_docs_say_restores_the_schema(clinic_db) -> None:
     after = await snapshot(dsn)
     for kind in ("rel", "col", "con", "pol", "trg", "fn", "enum", "acl"):
         assert after[kind] == before[kind], kind
+
+
+# sql/README.md's rules as queries, one row per breach. $1: functions that may stay callable.
+BREACHES = """
+SELECT format('function %s: %s may call it', p.oid::regprocedure, r)
+  FROM pg_proc p, unnest(ARRAY['anon', 'authenticated']) r
+  WHERE p.pronamespace = 'public'::regnamespace AND p.prorettype <> 'trigger'::regtype
+    AND NOT EXISTS (SELECT 1 FROM pg_depend e WHERE e.objid = p.oid AND e.deptype = 'e')
+    AND p.oid::regprocedure::text <> ALL($1::text[]) AND has_function_privilege(r, p.oid, 'EXECUTE')
+UNION ALL
+SELECT format('table %s: row level security is off', c.oid::regclass)
+  FROM pg_class c WHERE c.relnamespace = 'public'::regnamespace AND c.relkind IN ('r', 'p') AND NOT c.relrowsecurity
+UNION ALL
+SELECT format('view %s: runs as its owner, and %s may read it', c.oid::regclass, r)
+  FROM pg_class c, unnest(ARRAY['anon', 'authenticated']) r
+  WHERE c.relnamespace = 'public'::regnamespace AND c.relkind IN ('v', 'm')
+    AND NOT (c.relkind = 'v' AND EXISTS (SELECT 1 FROM unnest(c.reloptions) o WHERE o ~* '^security_invoker=(true|on|1)$'))
+    AND has_table_privilege(r, c.oid, 'SELECT')
+"""
+# Functions a policy, constraint, default, generated column or index calls: the API roles need them.
+CALLED_BY_SCHEMA = """
+SELECT DISTINCT refobjid::regprocedure::text FROM pg_depend
+WHERE refclassid = 'pg_proc'::regclass
+  AND classid IN ('pg_policy'::regclass, 'pg_constraint'::regclass, 'pg_attrdef'::regclass, 'pg_class'::regclass)
+"""
+
+
+async def test_migrations_keep_the_rules(clinic_db, dsn) -> None:
+    """Every file in sql/ (those merged later too) keeps sql/README.md's rules,
+    on a fresh database (`dsn`) and on an adopted Supabase project."""
+    adopted = await clinic_db()
+    before = await snapshot(adopted)
+    await run_migrate(adopted)
+    after = await snapshot(adopted)
+    for table in TABLES:  # the clinic's tables keep exactly the clinic's policies
+        assert [p for p in after["pol"] if p[0] == table] == [p for p in before["pol"] if p[0] == table], table
+    cons = [await db.connect(dsn), await db.connect(adopted)]
+    try:
+        callable_ = {f for f, _ in before["fn"]}  # the clinic's own functions are the clinic's business
+        for con in cons:
+            callable_ |= {r[0] for r in await con.fetch(CALLED_BY_SCHEMA)}
+        assert {"has_role(uuid,app_role)", "is_dentist_user(uuid,uuid)"} <= callable_
+        breaches = [f"{kind}: {r[0]}" for con, kind in zip(cons, ("fresh", "adopted"))
+                    for r in await con.fetch(BREACHES, sorted(callable_))]
+        assert breaches == [], "see sql/README.md:\n" + "\n".join(breaches)
+    finally:
+        for con in cons:
+            await con.close()
+
+
+# A later migration that changes one of the hub's policies on a clinic table, as sql/README.md says to.
+GUARDED = """
+DO $$
+BEGIN
+  IF EXISTS (SELECT 1 FROM pg_policy WHERE polrelid = 'public.appointments'::regclass
+             AND polname = 'appointments_select') THEN
+    DROP POLICY appointments_select ON public.appointments;
+    CREATE POLICY appointments_select ON public.appointments FOR SELECT USING (patient_id = auth.uid());
+  END IF;
+END $$;
+"""
+
+
+def later_migration(tmp_path: Path, name: str, sql: str) -> Path:
+    """sql/ plus one more file after the last."""
+    sql_dir = tmp_path / name
+    shutil.copytree(ROOT / "sql", sql_dir)
+    version = migrate.load(sql_dir)[-1].version + 1
+    (sql_dir / f"{version:04d}_{name}.up.sql").write_text(sql)
+    return sql_dir
+
+
+async def test_a_later_migration_that_breaks_adoption_is_refused_before_anything_changes(
+        clinic_db, databases, tmp_path) -> None:
+    naive = later_migration(tmp_path, "naive", "DROP POLICY appointments_select ON public.appointments;")
+    dsn = await clinic_db()
+    before = await snapshot(dsn)
+    result = await asyncio.to_thread(cli, dsn, sql_dir=naive)
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    assert "_naive would fail after adoption" in result.stderr and "appointments_select" in result.stderr, result.stderr
+    assert await snapshot(dsn) == before
+
+    # Written to the rules, the same change applies on both and leaves the clinic's policies alone.
+    guarded = later_migration(tmp_path, "guarded", GUARDED)
+    await run_migrate(dsn, guarded)
+    assert [p for p in (await snapshot(dsn))["pol"] if p[0] == "appointments"] == \
+        [p for p in before["pol"] if p[0] == "appointments"]
+    fresh = await asyncio.to_thread(databases.create, migrated=False)
+    try:
+        await run_migrate(fresh, guarded)
+        con = await db.connect(fresh)
+        try:
+            assert await con.fetchval("SELECT pg_get_expr(polqual, polrelid) FROM pg_policy "
+                                      "WHERE polname = 'appointments_select'") == "(patient_id = auth.uid())"
+        finally:
+            await con.close()
+    finally:
+        await asyncio.to_thread(databases.drop, fresh)
+
+
+async def test_two_processes_adopting_at_once_both_succeed(clinic_db) -> None:
+    """A `release:` step racing a worker: one adopts, the other finds it done."""
+    dsn = await clinic_db()
+    done = await asyncio.gather(run_migrate(dsn), run_migrate(dsn))
+    files = [m.version for m in migrate.load(ROOT / "sql")]
+    assert sorted(m.version for d in done for m in d) == files, done  # each file applied once, by one of them

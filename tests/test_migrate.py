@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 from pathlib import Path
 
@@ -62,6 +63,36 @@ async def test_pending_and_missing_are_reported(empty_dsn: str, tmp_path: Path) 
         (tmp_path / "sql").mkdir()
         with pytest.raises(migrate.MigrationError, match="file is missing"):
             await migrate.check(con, migrate.load(tmp_path / "sql"))
+    finally:
+        await con.close()
+
+
+async def test_dry_run_lists_the_pending_files_and_changes_nothing(empty_dsn: str, tmp_path: Path) -> None:
+    files = migrate.load(ROOT / "sql")
+    sql = tmp_path / "sql"
+    shutil.copytree(ROOT / "sql", sql)
+    last = sorted(sql.glob("*.up.sql"))[-1]
+    last.rename(tmp_path / last.name)
+    con = await db.connect(empty_dsn)
+    try:
+        lines, problems = await migrate.dry_run(con, files)
+        assert problems == []
+        assert lines[0] == "create table schema_migrations"
+        assert [line for line in lines if line.startswith("apply ")] == [f"apply {m.version:04d}_{m.name}:" for m in files]
+        assert any(line.startswith("  CREATE TABLE public.appointments ( id uuid PRIMARY KEY") for line in lines)
+        assert await con.fetchval("SELECT count(*) FROM pg_class WHERE relnamespace = 'public'::regnamespace") == 0
+
+        await migrate.migrate(con, migrate.load(sql))  # all but the last file
+        lines, problems = await migrate.dry_run(con, files)
+        assert problems == []
+        assert lines[0] == f"apply {files[-1].version:04d}_{files[-1].name}:" and len(lines) > 1
+        # A pending file that would fail is found, and nothing changes.
+        broken = [*files[:-1], dataclasses.replace(files[-1], sql="SELECT 1; ALTER TABLE nowhere ADD COLUMN x int")]
+        lines, problems = await migrate.dry_run(con, broken)
+        assert lines == [f"apply {files[-1].version:04d}_{files[-1].name}:", "  SELECT 1",
+                         "  ALTER TABLE nowhere ADD COLUMN x int"]
+        assert len(problems) == 1 and 'relation "nowhere" does not exist' in problems[0], problems
+        assert [m.version for m in await migrate.migrate(con, files)] == [files[-1].version]
     finally:
         await con.close()
 

@@ -41,6 +41,14 @@ def created(result: dict[str, Any]) -> web.Response:
     return json(result, status=201, headers={"Idempotent-Replayed": "true"} if replayed else None)
 
 
+def paginated(rows: list[Any], limit: int, offset: int) -> dict[str, Any]:
+    """The seed's list page from rows that carry `total` (count(*) OVER ())."""
+    total = rows[0]["total"] if rows else 0
+    data = [{k: v for k, v in r.items() if k != "total"} for r in rows]
+    return {"data": data, "pagination": {"total": total, "limit": limit, "offset": offset,
+                                         "hasMore": offset + len(data) < total}}
+
+
 async def principal(request: web.Request) -> Principal:
     """The authenticated caller (cached on the request).
 

@@ -16,7 +16,7 @@ from aiohttp import web
 from actors.batch import GroupCommit
 from actors.dentist import DentistActor, Rules
 from actors.directory import Directory
-from hub import db, metrics, migrate, users
+from hub import db, metrics, migrate, reminders, users
 from hub.auth import verify_token
 from hub.booking import Booking
 from hub.catalog import Catalog
@@ -27,8 +27,10 @@ from hub.keys import Keys
 from hub.listener import Listener
 from hub.pubsub import PubSub
 from hub.sweeper import sweep_forever
+from hub.webhooks import WebhookWorker
 from web.realtime import Realtime
-from web import admin, appointments, availability, clinic, health, limits, notifications, openapi, profiles, relay
+from web import (admin, appointments, availability, calendar, clinic, health, limits, notifications, openapi, profiles,
+                 relay, webhooks)
 from web._http import BOOKING, KEYS, POOL, PRINCIPALS, REQUEST_ID, SETTINGS, USER_ID, json
 
 log = logging.getLogger("hub.http")
@@ -166,12 +168,15 @@ async def _actors(app: web.Application) -> AsyncIterator[None]:
 
     listener.extra_channels["hub_notifications"] = notified
     realtime.listen(listener)
+    webhook_worker = WebhookWorker(pool, settings)
+    listener.extra_channels["hub_webhooks"] = webhook_worker.wake
     metrics.track(lambda: (pool.get_size(), pool.get_idle_size()), lambda: len(directory),
                   lambda: len(realtime.sessions))
     tasks = [_supervised(listener.run(), "listener"), _supervised(directory.reap_forever(), "reaper"),
              _supervised(sweep_forever(pool, retention_hours=settings.event_retention_hours), "sweeper"), _supervised(_expire_tokens(realtime), "tokens"),
              *[_supervised(loop, name) for name, loop in realtime.background()],
-             _supervised(_shed_when_cut_off(listener, realtime), "cut-off")]
+             _supervised(_shed_when_cut_off(listener, realtime), "cut-off"),
+             _supervised(webhook_worker.run(), "webhooks"), _supervised(reminders.run(pool, settings), "reminders")]
     try:  # serve only once events from other processes can reach us
         await asyncio.wait_for(listener.ready.wait(), 10)
     except TimeoutError:
@@ -267,7 +272,7 @@ def create_app(settings: Settings) -> web.Application:
     health.register(app, "database", _database_health)
     health.register(app, "realtime", _realtime_health)
     health.register(app, "actors", _actors_health)
-    for module in (health, profiles, availability, appointments, notifications, clinic, openapi):
+    for module in (health, profiles, availability, appointments, notifications, clinic, openapi, webhooks, calendar):
         app.add_routes(module.routes)
     app.router.add_get("/realtime/v1/websocket", _websocket)
     app.add_routes(relay.routes(lambda request: request.app[REALTIME].relay,

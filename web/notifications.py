@@ -8,7 +8,7 @@ import msgspec
 from aiohttp import web
 
 from hub import db, errors
-from web._http import POOL, json, own_user, path_id, principal, query
+from web._http import POOL, json, own_user, paginated, path_id, principal, query
 
 routes = web.RouteTableDef()
 
@@ -29,10 +29,7 @@ async def list_notifications(request: web.Request) -> web.Response:
             "FROM public.notifications WHERE user_id = $1 AND (NOT $2 OR read_at IS NULL) "
             "ORDER BY (read_at IS NULL) DESC, created_at DESC, id LIMIT $3 OFFSET $4",
             me, page.unread, page.limit, page.offset)
-    total = rows[0]["total"] if rows else 0
-    data = [{k: v for k, v in r.items() if k != "total"} for r in rows]
-    return json({"data": data, "pagination": {"total": total, "limit": page.limit, "offset": page.offset,
-                                              "hasMore": page.offset + len(data) < total}})
+    return json(paginated(rows, page.limit, page.offset))
 
 
 @routes.post("/api/notifications/{id}/read")

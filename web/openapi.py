@@ -17,6 +17,7 @@ from actors.dentist_sql import SlotReservation
 from hub.booking import (AppointmentFilters, AvailabilityDTO, CancelDTO, CreateAppointmentDTO, ReserveDTO, SlotsQuery,
                          Status, UpdateAppointmentDTO, WeeklyHours)
 from hub.errors import ErrorCode
+from web import calendar, webhooks
 from web.clinic import AppointmentTypeDTO, Closure
 from web.notifications import Page
 from web.profiles import CreateDentist, SetRoles, UpdateDentist, UpdateProfile
@@ -235,11 +236,15 @@ def _links(method: str, path: str) -> dict[str, Any]:
     return out
 
 
+OPERATIONS += webhooks.API + calendar.API
+
+
 _ERRORS = {"400": "Invalid input (details.field names it)", "401": "Missing or bad token",
            "403": "Not allowed for this caller", "404": "Not found", "409": "Conflict with the current state",
            "413": "Body too large", "429": "Too many requests", "503": "Retry shortly"}
 _PATH_PARAMS = {"id": {"type": "string", "format": "uuid"}, "dentist_id": {"type": "string", "format": "uuid"},
                 "day": {"type": "string", "format": "date"},
+                "delivery_id": {"type": "integer", "minimum": 1, "maximum": 999_999_999_999_999_999},
                 "name": {"type": "string", "pattern": "^[a-z][a-z0-9_]{0,39}$"}}
 
 
@@ -289,6 +294,12 @@ def build() -> dict[str, Any]:
             operation["parameters"].append({"name": "Idempotency-Key", "in": "header", "required": False,
                                             "schema": {"type": "string", "minLength": 1, "maxLength": 200}})
         paths.setdefault(path, {})[method] = operation
+    paths["/ical/{token}.ics"] = {"get": {
+        "summary": "A calendar feed (RFC 5545); the token is the credential, no Authorization header",
+        "security": [], "parameters": [{"name": "token", "in": "path", "required": True,
+                                        "schema": {"type": "string", "pattern": "^[A-Za-z0-9_-]{20,100}$"}}],
+        "responses": {"200": {"description": "iCalendar", "content": {"text/calendar": {"schema": {"type": "string"}}}},
+                      "404": {"description": "Unknown or revoked feed", **error}}}}
     return {
         "openapi": "3.1.0",
         "info": {"title": "Dental hub", "version": "0.1.0",
