@@ -17,10 +17,10 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-# The official realtime-js client for the protocol tests, pinned by package-lock.json.
+# The official JS clients (supabase-js, realtime-js, phoenix) for the protocol tests, pinned by package-lock.json.
 $(JS)/node_modules/.stamp: $(JS)/package-lock.json
 	@if command -v npm >/dev/null; then cd $(JS) && npm ci --no-audit --no-fund --loglevel=error && touch node_modules/.stamp; \
-	else echo "WARNING: npm not found: the realtime-js protocol tests will be skipped"; fi
+	else echo "WARNING: npm not found: the JS client tests will be skipped (and fail with CI=true)"; fi
 
 js: $(JS)/node_modules/.stamp
 

@@ -22,6 +22,7 @@ import asyncpg
 import msgspec
 
 from actors import dentist_sql as sql
+from actors import offers
 from actors._base import Actor, StopReason
 from actors.batch import GroupCommit
 from actors.messages import (Book, ChangeAppointment, ExpireHolds, ExtendHold, GetSlots, Hold, Idempotency,
@@ -54,6 +55,7 @@ class Rules:
     cancellation_window_hours: int = 24
     max_future_appointments_per_dentist: int = 0  # 0: no cap
     max_appointments_per_day: int = 0
+    waitlist_offer_minutes: int = 15
 
     def caps(self) -> dict[str, int] | None:
         """The appointment caps for a patient's own booking (sql/0007), None when off."""
@@ -300,6 +302,37 @@ class DentistActor(Actor):
         if produced:
             metrics.count_changes(produced)
             self._publish(produced)  # the fast path to this process's subscribers
+            await self._offer_freed(produced)
+
+    async def _offer_freed(self, produced: list[events.Event]) -> None:
+        """Offer time our write freed to the waitlist, in a write of its own,
+        within this turn. The write is already committed, so a failure here
+        is logged, not answered; the next freeing write tries again."""
+        now = datetime.now(UTC)
+        spans = [(a, b) for a, b in offers.freed(produced, now)
+                 if not any(s <= a and b <= e for s, e in map(self.booked.get, self.booked.overlapping(a, b)))]
+        if not spans or self.schedule is None:
+            return
+        try:
+            waiting = await self._pool.fetch(offers.WAITING, self.dentist_id, now.date() - timedelta(days=1))
+            if not waiting:
+                return
+
+            async def offer(con: asyncpg.Connection) -> Any:
+                assert self.schedule is not None
+                found = offers.candidates(self.schedule, self._catalog, spans, waiting, self._taken, now)
+                return await con.fetchval(offers.OFFER, self.dentist_id, found,
+                                          self._rules.waitlist_offer_minutes) if found else None
+
+            done = await self._write(offer)
+        except (HubError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError):
+            log.warning("waitlist offer pass failed for dentist %s", self.dentist_id, exc_info=True)
+            return
+        if done is not None:
+            metrics.count_offers(done)
+
+    def _taken(self, start: datetime, end: datetime) -> bool:
+        return self.booked.overlaps(start, end) or bool(self._blocking_holds(start, end, None, datetime.now(UTC)))
 
     # ---- the turn ----------------------------------------------------------
 

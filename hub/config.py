@@ -50,6 +50,7 @@ class Settings:
     hold_max_age_seconds: int = 1800
     max_holds_per_patient: int = 3
     cancellation_window_hours: int = 24
+    waitlist_offer_minutes: int = 15
     upload_dir: Path = ROOT / "var" / "uploads"
     metrics_token: str | None = None
     event_retention_hours: int = 24
@@ -125,6 +126,7 @@ class Settings:
             hold_max_age_seconds=_int(env, "HOLD_MAX_AGE_SECONDS", 1800, 5, 86400),
             max_holds_per_patient=_int(env, "MAX_HOLDS_PER_PATIENT", 3, 1, 50),
             cancellation_window_hours=_int(env, "CANCELLATION_WINDOW_HOURS", 24, 0, 720),
+            waitlist_offer_minutes=_int(env, "WAITLIST_OFFER_MINUTES", 15, 1, 1440),
             upload_dir=Path(env.get("UPLOAD_DIR") or var_dir / "uploads"),
             metrics_token=env.get("METRICS_TOKEN") or None,
             event_retention_hours=_int(env, "EVENT_RETENTION_HOURS", 24, 1, 24 * 90),

@@ -43,6 +43,17 @@ APPOINTMENTS = Counter("hub_booking_appointments_total", "Appointment changes ma
                        ["change"])  # created | cancelled | no_show | completed | confirmed | rescheduled
 HOLDS = Counter("hub_booking_holds_total", "Holds made or ended by this process",
                 ["change"])  # created | released (incl. booked) | expired
+MCP_CALLS = Counter("hub_mcp_tool_calls_total", "MCP tool calls by tool and outcome (ok or the error code)",
+                    ["tool", "outcome"])
+WAITLIST_OFFERS = Counter("hub_waitlist_offers_total", "Waitlist offers by what happened to them",
+                          ["outcome"])  # made | accepted | declined | expired | withdrawn
+
+
+def count_offers(result: dict) -> None:
+    """Offers a waitlist pass made, and the earlier offers it found ended (sql/0010)."""
+    WAITLIST_OFFERS.labels("made").inc(len(result.get("offers", ())))
+    for settled in result.get("settled", ()):
+        WAITLIST_OFFERS.labels(settled["outcome"]).inc()
 
 
 def count_changes(produced: list[Event]) -> None:

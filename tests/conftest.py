@@ -316,7 +316,8 @@ class HubProcesses:
         self.procs: list[Any] = []
         self.urls: list[str] = []
 
-    async def start(self, count: int = 1, **env: str) -> list[str]:
+    async def start(self, count: int = 1, *, port: int | None = None, **env: str) -> list[str]:
+        """`count` new processes; `port` (with count 1) serves again where a stopped one did."""
         import subprocess
         import sys
 
@@ -324,17 +325,16 @@ class HubProcesses:
 
         started = []
         for _ in range(count):
-            port = free_port()
-            log = open(self.tmp / f"hub-{port}.log", "w")
+            at = port or free_port()
+            log = open(self.tmp / f"hub-{at}.log", "a")  # a restart on the same port appends
             proc = subprocess.Popen(
-                [sys.executable, "-m", "hub", "serve", "--host", "127.0.0.1", "--port", str(port)],
+                [sys.executable, "-m", "hub", "serve", "--host", "127.0.0.1", "--port", str(at)],
                 env={**os.environ, "DATABASE_URL": self.dsn, "JWT_SECRET": SECRET, "HUB_ENV": "test",
                      "LOG_LEVEL": "WARNING", "HUB_VAR_DIR": str(self.tmp),
                      **{k.upper(): str(v) for k, v in NO_ABUSE_LIMITS.items()}, **env},
                 stdout=log, stderr=subprocess.STDOUT)
             self.procs.append(proc)
-            url = f"http://127.0.0.1:{port}"
-            started.append(url)
+            started.append(f"http://127.0.0.1:{at}")
         async with aiohttp.ClientSession() as session:
             for url, proc in zip(started, self.procs[-count:]):
                 for _ in range(200):
@@ -350,6 +350,13 @@ class HubProcesses:
                     raise AssertionError(f"hub at {url} did not become healthy")
         self.urls += started
         return started
+
+    def stop_one(self, url: str) -> None:
+        """Stop the process serving `url` as a deploy does (SIGTERM), and wait until it is gone."""
+        proc = self.procs[self.urls.index(url)]
+        proc.terminate()
+        proc.wait(15)
+        self.urls[self.urls.index(url)] = "stopped"
 
     def stop(self) -> None:
         for proc in self.procs:

@@ -15,11 +15,13 @@ from hub.booking import Booking
 from hub.config import Settings
 from hub.keys import Keys
 from web.limits import LIMITS as RATE_LIMITS
+from hub.waitlist import Waitlist
 
 SETTINGS = web.AppKey("settings", Settings)
 POOL = web.AppKey("pool", asyncpg.Pool)
 KEYS = web.AppKey("keys", Keys)  # what verify_token checks tokens against
 BOOKING = web.AppKey("booking", Booking)
+WAITLIST = web.AppKey("waitlist", Waitlist)
 PRINCIPALS = web.AppKey("principals", users.Principals)
 # Per-request facts the access log reports.
 REQUEST_ID = web.RequestKey("request_id", str)

@@ -29,9 +29,10 @@ from hub.pubsub import PubSub
 from hub.sweeper import sweep_forever
 from hub.webhooks import WebhookWorker
 from web.realtime import Realtime
-from web import (admin, appointments, availability, calendar, clinic, health, limits, notifications, openapi, profiles,
-                 relay, webhooks)
-from web._http import BOOKING, KEYS, POOL, PRINCIPALS, REQUEST_ID, SETTINGS, USER_ID, json
+from hub.waitlist import Waitlist
+from web import (admin, appointments, availability, calendar, clinic, health, limits, mcp, notifications, openapi,
+                 profiles, relay, waitlist, webhooks)
+from web._http import BOOKING, KEYS, POOL, PRINCIPALS, REQUEST_ID, SETTINGS, USER_ID, WAITLIST, json
 
 log = logging.getLogger("hub.http")
 
@@ -146,13 +147,15 @@ async def _actors(app: web.Application) -> AsyncIterator[None]:
                   max_holds_per_patient=settings.max_holds_per_patient,
                   cancellation_window_hours=settings.cancellation_window_hours,
                   max_future_appointments_per_dentist=settings.max_future_appointments_per_dentist,
-                  max_appointments_per_day=settings.max_appointments_per_day)
+                  max_appointments_per_day=settings.max_appointments_per_day,
+                  waitlist_offer_minutes=settings.waitlist_offer_minutes)
     writes = GroupCommit(pool)
     directory: Directory[DentistActor] = Directory(
         lambda key: DentistActor(key, pool=pool, writes=writes, catalog=catalog, rules=rules, publish=feed.publish))
     listener = Listener(settings.direct_url or "", pool, directory, catalog, feed)
     app[PUBSUB], app[DIRECTORY], app[LISTENER] = pubsub, directory, listener
     booking = app[BOOKING] = Booking(pool, directory, catalog, settings)
+    app[WAITLIST] = Waitlist(booking)
     realtime = app[REALTIME] = Realtime(pool, app[PRINCIPALS], booking, app[KEYS],
                                         retention_hours=settings.event_retention_hours)
     realtime.heartbeat_timeout = settings.heartbeat_timeout_seconds
@@ -272,7 +275,8 @@ def create_app(settings: Settings) -> web.Application:
     health.register(app, "database", _database_health)
     health.register(app, "realtime", _realtime_health)
     health.register(app, "actors", _actors_health)
-    for module in (health, profiles, availability, appointments, notifications, clinic, openapi, webhooks, calendar):
+    for module in (health, profiles, availability, appointments, notifications, clinic, openapi, webhooks, calendar,
+                   waitlist, mcp):
         app.add_routes(module.routes)
     app.router.add_get("/realtime/v1/websocket", _websocket)
     app.add_routes(relay.routes(lambda request: request.app[REALTIME].relay,

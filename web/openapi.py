@@ -18,6 +18,7 @@ from hub.booking import (AppointmentFilters, AvailabilityDTO, CancelDTO, CreateA
                          Status, UpdateAppointmentDTO, WeeklyHours)
 from hub.errors import ErrorCode
 from web import calendar, webhooks
+from hub.waitlist import WaitlistDTO, WaitlistFilters
 from web.clinic import AppointmentTypeDTO, Closure
 from web.notifications import Page
 from web.profiles import CreateDentist, SetRoles, UpdateDentist, UpdateProfile
@@ -141,6 +142,30 @@ class AppointmentType(msgspec.Struct):
     buffer_minutes: int
 
 
+class WaitlistOffer(msgspec.Struct):
+    """A slot held for the patient until expires_at; book it with reservation_id to accept."""
+    reservation_id: uuid.UUID
+    dentist_id: uuid.UUID
+    slot_time: datetime
+    expires_at: datetime
+    appointment_type: str
+
+
+class WaitlistEntry(msgspec.Struct):
+    id: uuid.UUID
+    patient_id: uuid.UUID
+    dentist_id: uuid.UUID | None
+    appointment_type: str
+    earliest_date: date
+    latest_date: date
+    weekdays: list[str] | None
+    time_ranges: list[str] | None
+    status: Literal["waiting", "booked"]
+    appointment_id: uuid.UUID | None
+    created_at: datetime
+    offer: WaitlistOffer | None
+
+
 class Health(msgspec.Struct):
     status: Literal["healthy", "unhealthy"]
     timestamp: str
@@ -180,6 +205,14 @@ OPERATIONS: list[tuple[str, str, str, Any, Any, int, Any]] = [
     ("get", "/api/appointment-types", "Appointment types and durations", None, None, 200, list[AppointmentType]),
     ("put", "/api/appointment-types/{name}", "Create or change an appointment type (admin)", None,
      AppointmentTypeDTO, 200, AppointmentType),
+    ("post", "/api/waitlist", "Join the waitlist (a patient, or the service role or an admin for one)", None,
+     WaitlistDTO, 201, WaitlistEntry),
+    ("get", "/api/waitlist", "The caller's waitlist entries with their open offers", WaitlistFilters, None, 200,
+     list[WaitlistEntry]),
+    ("delete", "/api/waitlist/{id}", "Leave the waitlist (an open offer goes to the next in line)", None, None, 204,
+     None),
+    ("post", "/api/waitlist/{id}/decline", "Decline the open offer; stay on the waitlist", None, None, 200,
+     WaitlistEntry),
 ]
 # OpenAPI links: where an answer's ids lead, so stateful tests (schemathesis)
 # chain create dentist -> slots -> hold -> book -> reschedule -> cancel.

@@ -119,17 +119,24 @@ class Realtime:
                 log.warning("could not record broadcast latencies: %s", exc)
 
     async def on_notification(self, notification_id: uuid.UUID, user_id: uuid.UUID) -> None:
-        subscribers = self._by_topic.get(f"notifications:user_id={user_id}")
-        if not subscribers:
+        mine = f"notifications:user_id={user_id}"
+        topics = [t for t in (mine, f"appointments:patient_id={user_id}") if self._by_topic.get(t)]
+        if not topics:
             return
         row = await self._pool.fetchrow("SELECT id, user_id, kind, title, body, data, read_at, created_at "
                                         "FROM public.notifications WHERE id = $1", notification_id)
         if row is None:
             return
+
+        def theirs(channel: Channel) -> bool:
+            return channel.viewer.principal.user_id == user_id  # not an anon join's
+
         payload = {"event": "INSERT", "schema": "public", "table": "notifications", "new": dict(row), "old": None}
-        self.fan_out(f"notifications:user_id={user_id}", "broadcast",
-                     {"type": "broadcast", "event": "INSERT", "payload": payload},
-                     only=lambda channel: channel.viewer.principal.user_id == user_id)  # not an anon join's
+        self.fan_out(mine, "broadcast", {"type": "broadcast", "event": "INSERT", "payload": payload}, only=theirs)
+        if row["kind"] == "waitlist_offer":  # the offer's hold, on the patient's channels too (sql/0010)
+            for topic in topics:
+                self.fan_out(topic, "broadcast", {"type": "broadcast", "event": "waitlist_offer",
+                                                  "payload": row["data"]}, only=theirs)
 
     # ---- wiring ----------------------------------------------------------------
 
