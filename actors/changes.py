@@ -4,6 +4,7 @@ or notes, and the dentist's hours. A part of `DentistActor`, kept apart."""
 
 from __future__ import annotations
 
+import uuid
 from datetime import datetime, timedelta, timezone
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -15,7 +16,7 @@ from actors.dentist_memory import DentistMemory
 from actors.messages import ChangeAppointment, SetSchedule
 from actors.rules import NOTICES, TRANSITIONS, Rules, notice, slot_unavailable
 from actors.schedule import Schedule, ScheduleError
-from hub import errors
+from hub import db, errors
 from hub.catalog import Catalog
 
 UTC = timezone.utc
@@ -34,6 +35,7 @@ class Changes(DentistMemory):
         current = dict(row)
         sets: dict[str, Any] = {}
         kinds: list[str] = []
+        consume: list[uuid.UUID] = []
         status = msg.status
         # Repeating the current status is a no-op, except cancelling twice, which the caller should hear about.
         if status is not None and (status != current["status"] or status == "cancelled"):
@@ -63,8 +65,7 @@ class Changes(DentistMemory):
                 if caps and (refused := await con.fetchval(sql.CAPS, current["patient_id"], self.dentist_id, start,
                                                            msg.appointment_id, caps)):
                     raise self._rules.refusal(refused, {})
-                for key in own:
-                    await con.execute(sql.DELETE_HOLD, key)
+                consume = own  # the patient's own holds on the new time go with the move
                 kinds.append("rescheduled")
             sets.update(appointment_date=start, appointment_type=kind.name,
                         duration_minutes=kind.duration_minutes, buffer_minutes=kind.buffer_minutes)
@@ -74,11 +75,17 @@ class Changes(DentistMemory):
             return current
         assignments = ", ".join(f"{col} = ${i}" for i, col in enumerate(sets, start=2))
         try:
-            updated = dict(await con.fetchrow(
-                f"UPDATE public.appointments SET {assignments} WHERE id = $1 RETURNING {sql.APPOINTMENT_COLUMNS}",
-                msg.appointment_id, *sets.values()))
+            async with db.claims_scope(con, msg.claims):  # the caller's policies bound the change (RLS)
+                for key in consume:
+                    await con.execute(sql.DELETE_HOLD, key)
+                row = await con.fetchrow(
+                    f"UPDATE public.appointments SET {assignments} WHERE id = $1 RETURNING {sql.APPOINTMENT_COLUMNS}",
+                    msg.appointment_id, *sets.values())
+                if row is None:  # their policies hid the row from the UPDATE
+                    raise db.policy_refusal(f"UPDATE of appointment {msg.appointment_id}")
         except asyncpg.ExclusionViolationError:
             raise slot_unavailable("That time is already booked") from None
+        updated = dict(row)
         for kind_name in filter(None, kinds):
             for n in notice(self.dentist_id, current["patient_id"], msg.by, kind_name, updated["id"],
                             updated["appointment_date"], updated["appointment_type"], updated["status"]):
@@ -98,9 +105,12 @@ class Changes(DentistMemory):
         if outside and not msg.force:
             raise errors.conflict("The new hours would leave booked appointments outside working hours; "
                                   "pass force=true to keep them anyway", appointments=outside)
-        await con.execute(sql.SET_SCHEDULE, self.dentist_id, msg.available_times, msg.overrides, msg.timezone,
-                          msg.slot_minutes)
+        async with db.claims_scope(con, msg.claims):  # the caller's policies bound the change (RLS)
+            if await con.fetchval(sql.SET_SCHEDULE, self.dentist_id, msg.available_times, msg.overrides,
+                                  msg.timezone, msg.slot_minutes) is None:
+                raise db.policy_refusal(f"UPDATE of dentist {self.dentist_id}'s hours")
         return {"conflicts": outside}
+
 
 
 def within_hours(schedule: Schedule, start: datetime, minutes: int) -> bool:

@@ -13,11 +13,10 @@ dentist since our version; group-committed with other actors' writes
 somebody did write first, the same decision runs again inside `_write`, under
 the row lock after catching up. Hold, extend, release and book take that
 path today. Appointment changes, new hours (actors/changes.py), hold expiry
-and waitlist offers still run as Python transactions inside `_write`: they
-read the appointment row they change, and the caller's claims for them are
-being added (RLS on the request path). They move to `hub_write` ops of their
-own in one migration, so that `_write` is left only as the fallback of
-`_commit`.
+and waitlist offers still run as Python transactions inside `_write` (under
+the caller's claims, `db.claims_scope`), because they read the row they
+change. They move to `hub_write` ops of their own in one migration, so that
+`_write` is left only as the fallback of `_commit`.
 
 Where each rule lives. Rules about one dentist's calendar (working hours,
 notice, horizon, overlaps with bookings and others' holds, status
@@ -306,8 +305,9 @@ class DentistActor(Changes, Actor):
                 return {**stored["response"], "_replayed": True}
         return await act()
 
-    def _hold_args(self, hold_id: uuid.UUID) -> dict[str, Any]:
-        return {"hold_id": hold_id, "ttl": self._rules.hold_ttl_seconds, "max_age": self._rules.hold_max_age_seconds}
+    def _hold_args(self, hold_id: uuid.UUID, claims: str | None) -> dict[str, Any]:
+        return {"hold_id": hold_id, "ttl": self._rules.hold_ttl_seconds, "max_age": self._rules.hold_max_age_seconds,
+                "claims": claims}
 
     async def _hold(self, msg: Hold) -> dict[str, Any]:
         kind = self._catalog.get(msg.appointment_type)
@@ -319,13 +319,13 @@ class DentistActor(Changes, Actor):
             end = msg.start + timedelta(minutes=kind.blocked_minutes)
             for key in own:  # holding your own held slot again just refreshes it
                 if (self._holds[key].start, self._holds[key].end) == (msg.start, end):
-                    return "extend", self._hold_args(key)
+                    return "extend", self._hold_args(key, msg.claims)
             if own:
                 raise slot_unavailable("You already hold an overlapping slot; release it first",
                                        reservation_ids=[str(k) for k in own])
             return "hold", {"patient_id": msg.patient_id, "start": msg.start, "minutes": kind.blocked_minutes,
                             "type": kind.name, "ttl": self._rules.hold_ttl_seconds, "created_by": msg.created_by,
-                            "max_holds": self._rules.max_holds_per_patient}
+                            "max_holds": self._rules.max_holds_per_patient, "claims": msg.claims}
 
         return await self._idempotent(msg.idempotency,
                                       lambda: self._commit(decide, rows.SlotReservation, msg.idempotency))
@@ -341,11 +341,11 @@ class DentistActor(Changes, Actor):
     def _extend(self, msg: ExtendHold) -> tuple[str, dict[str, Any]]:
         if self._owned_hold(msg.hold_id, msg.patient_id).expires_at <= datetime.now(UTC):
             raise errors.not_found("reservation", msg.hold_id)
-        return "extend", self._hold_args(msg.hold_id)
+        return "extend", self._hold_args(msg.hold_id, msg.claims)
 
     def _release(self, msg: ReleaseHold) -> tuple[str, dict[str, Any]]:
         self._owned_hold(msg.hold_id, msg.patient_id)
-        return "release", {"hold_id": msg.hold_id}
+        return "release", {"hold_id": msg.hold_id, "claims": msg.claims}
 
     async def _book(self, msg: Book) -> dict[str, Any]:
         kind = self._catalog.get(msg.appointment_type)

@@ -34,6 +34,7 @@ SET_SCHEDULE = """
 UPDATE public.dentists
 SET available_times = $2, date_overrides = $3, timezone = $4, slot_minutes = $5
 WHERE id = $1
+RETURNING id
 """
 
 NOTIFY_PATIENT = """

@@ -34,18 +34,21 @@ class Hold:
     appointment_type: str | None = None
     created_by: uuid.UUID | None = None
     idempotency: Idempotency | None = None
+    claims: str | None = None             # the caller's JWT claims: the write runs under them (RLS)
 
 
 @_frozen
 class ExtendHold:
     hold_id: uuid.UUID
     patient_id: uuid.UUID | None          # None: staff, who may touch any hold
+    claims: str | None = None             # the caller's JWT claims: the write runs under them (RLS)
 
 
 @_frozen
 class ReleaseHold:
     hold_id: uuid.UUID
     patient_id: uuid.UUID | None
+    claims: str | None = None             # the caller's JWT claims: the write runs under them (RLS)
 
 
 @_frozen
@@ -59,7 +62,7 @@ class Book:
     reservation_id: uuid.UUID | None = None
     created_by: uuid.UUID | None = None
     idempotency: Idempotency | None = None
-    claims: str | None = None             # the caller's JWT claims: the insert runs under them (RLS)
+    claims: str | None = None             # the caller's JWT claims: the write runs under them (RLS)
     capped: bool = True  # the patient's own booking: the appointment caps apply (staff bookings are exempt)
 
 
@@ -74,6 +77,7 @@ class ChangeAppointment:
     notes: str | None = None
     notes_set: bool = False
     reason: str | None = None
+    claims: str | None = None             # the caller's JWT claims: the write runs under them (RLS)
 
 
 @_frozen
@@ -83,6 +87,7 @@ class SetSchedule:
     timezone: str
     slot_minutes: int
     force: bool = False
+    claims: str | None = None             # the caller's JWT claims: the write runs under them (RLS)
 
 
 @_frozen

@@ -21,17 +21,20 @@ NOTICES = {"booked": "Your appointment was booked", "confirmed": "Your appointme
            "rescheduled": "Your appointment was rescheduled", "cancelled": "Your appointment was cancelled"}
 
 
+_SETTINGS = {f.name: f.default for f in dataclasses.fields(Settings)}
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class Rules:
-    """The booking rules of settings that an actor needs (defaults: hub/config.py)."""
+    """The booking rules of settings that an actor needs; defaults are Settings'."""
 
-    hold_ttl_seconds: int
-    hold_max_age_seconds: int
-    max_holds_per_patient: int
-    cancellation_window_hours: int
-    max_future_appointments_per_dentist: int  # 0: no cap
-    max_appointments_per_day: int
-    waitlist_offer_minutes: int
+    hold_ttl_seconds: int = _SETTINGS["hold_ttl_seconds"]
+    hold_max_age_seconds: int = _SETTINGS["hold_max_age_seconds"]
+    max_holds_per_patient: int = _SETTINGS["max_holds_per_patient"]
+    cancellation_window_hours: int = _SETTINGS["cancellation_window_hours"]
+    max_future_appointments_per_dentist: int = _SETTINGS["max_future_appointments_per_dentist"]  # 0: no cap
+    max_appointments_per_day: int = _SETTINGS["max_appointments_per_day"]
+    waitlist_offer_minutes: int = _SETTINGS["waitlist_offer_minutes"]
 
     @classmethod
     def of(cls, settings: Settings) -> Rules:

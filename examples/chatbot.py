@@ -8,9 +8,7 @@ book it, and print the confirmation the hub broadcasts.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import json
 import sys
 import uuid
 from datetime import date, datetime, timedelta
@@ -19,6 +17,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from hub.client import RealtimeClient, ReplyError  # noqa: E402
+
+from _demo import arguments  # noqa: E402 (examples/_demo.py, beside this script)
 
 
 async def run(url: str, token: str, dentist: str, patient: str, days: int) -> int:
@@ -58,21 +58,7 @@ async def run(url: str, token: str, dentist: str, patient: str, days: int) -> in
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--url", default="http://localhost:8080")
-    parser.add_argument("--token", help="a service_role JWT (default: the demo chatbot's)")
-    parser.add_argument("--dentist", help="dentist id (default: the first demo dentist)")
-    parser.add_argument("--patient", help="patient id (default: the first demo patient)")
-    parser.add_argument("--days", type=int, default=14, help="how many days ahead to look")
-    args = parser.parse_args()
-    demo_file = Path(__file__).resolve().parent.parent / "var" / "demo.json"
-    if not (args.token and args.dentist and args.patient):
-        if not demo_file.exists():
-            parser.error("give --token, --dentist and --patient, or run `make run` first to create var/demo.json")
-        demo = json.loads(demo_file.read_text())
-        args.token = args.token or demo["chatbot"]["token"]
-        args.dentist = args.dentist or demo["dentists"][0]["id"]
-        args.patient = args.patient or demo["patients"][0]["id"]
+    args = arguments(__doc__)
     return asyncio.run(run(args.url, args.token, args.dentist, args.patient, args.days))
 
 

@@ -189,7 +189,7 @@ class Booking:
         result = await self.directory.ask(str(dentist_id), m.SetSchedule(
             available_times=hours, overrides=body.overrides if body.overrides is not None else current["overrides"],
             timezone=body.timezone or current["timezone"], slot_minutes=body.slot_minutes or current["slot_minutes"],
-            force=force))
+            force=force, claims=db.caller_claims(who)))
         out = await self.get_availability(who, dentist_id)
         out["conflicts"] = result["conflicts"]
         return out
@@ -221,12 +221,14 @@ class Booking:
             await self._known_patient(patient)
         return await self.directory.ask(str(dentist_id), m.Hold(
             patient_id=patient, start=body.slot_time, appointment_type=body.appointment_type,
-            created_by=who.user_id, idempotency=idem))
+            created_by=who.user_id, idempotency=idem, claims=db.caller_claims(who)))
 
     async def _hold_target(self, who: Principal, hold_id: uuid.UUID) -> tuple[uuid.UUID, uuid.UUID | None]:
-        """The hold's dentist, and the patient the caller must be (None for staff)."""
-        row = await self.pool.fetchrow("SELECT dentist_id, patient_id FROM public.slot_reservations WHERE id = $1",
-                                       hold_id)
+        """The hold's dentist, and the patient the caller must be (None for staff).
+        Read under the caller's claims: RLS hides others' holds too."""
+        async with db.as_caller(self.pool, who) as con:
+            row = await con.fetchrow("SELECT dentist_id, patient_id FROM public.slot_reservations WHERE id = $1",
+                                     hold_id)
         if row is None:
             raise errors.not_found("reservation", hold_id)
         if who.is_service or await self.is_staff_for(who, row["dentist_id"]):  # acts as the clinic
@@ -238,11 +240,13 @@ class Booking:
 
     async def extend(self, who: Principal, hold_id: uuid.UUID) -> dict[str, Any]:
         dentist_id, patient = await self._hold_target(who, hold_id)
-        return await self.directory.ask(str(dentist_id), m.ExtendHold(hold_id=hold_id, patient_id=patient))
+        return await self.directory.ask(str(dentist_id), m.ExtendHold(hold_id=hold_id, patient_id=patient,
+                                                                      claims=db.caller_claims(who)))
 
     async def release(self, who: Principal, hold_id: uuid.UUID) -> None:
         dentist_id, patient = await self._hold_target(who, hold_id)
-        await self.directory.ask(str(dentist_id), m.ReleaseHold(hold_id=hold_id, patient_id=patient))
+        await self.directory.ask(str(dentist_id), m.ReleaseHold(hold_id=hold_id, patient_id=patient,
+                                                                claims=db.caller_claims(who)))
 
     # ---- appointments --------------------------------------------------------
 
@@ -260,8 +264,7 @@ class Booking:
             patient_id=patient, start=body.appointment_date, appointment_type=body.appointment_type,
             notes=body.notes, patient_notes=body.patient_notes, medical_history=body.medical_history,
             reservation_id=body.reservation_id, created_by=who.user_id, idempotency=idem,
-            claims=None if who.is_service else db.claims_json(who),
-            capped=not policy.acts_for_anyone(who)))
+            claims=db.caller_claims(who), capped=not policy.acts_for_anyone(who)))
 
     async def update(self, who: Principal, appointment_id: uuid.UUID, body: UpdateAppointmentDTO) -> dict[str, Any]:
         if body.appointment_date is not None:
@@ -273,7 +276,7 @@ class Booking:
             appointment_id=appointment_id, by=who.user_id, staff=staff, status=body.status,
             start=body.appointment_date, appointment_type=body.appointment_type,
             notes=None if body.notes is UNSET else body.notes, notes_set=body.notes is not UNSET,
-            reason=body.cancellation_reason))
+            reason=body.cancellation_reason, claims=db.caller_claims(who)))
 
     async def cancel(self, who: Principal, appointment_id: uuid.UUID, reason: str | None) -> dict[str, Any]:
         return await self.update(who, appointment_id, UpdateAppointmentDTO(status="cancelled",

@@ -55,7 +55,7 @@ class Settings:
     upload_dir: Path = ROOT / "var" / "uploads"
     metrics_token: str | None = None
     event_retention_hours: int = 24
-    # Supabase Auth's asymmetric keys and the accepted `iss` values (docs/SUPABASE-auth.md).
+    # Supabase Auth's asymmetric keys and the accepted `iss` values (docs/SUPABASE.md).
     jwt_jwks_url: str | None = None
     jwt_issuers: tuple[str, ...] = ()
     # A session (not transaction-pooled) connection for LISTEN, migrations and

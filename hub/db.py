@@ -88,6 +88,8 @@ def as_hub_error(exc: BaseException) -> errors.HubError | None:
         return errors.database_unavailable()
     if isinstance(exc, DATA_ERRORS):
         return data_error(exc)
+    if isinstance(exc, asyncpg.InsufficientPrivilegeError):
+        return policy_refusal(exc)
     return None
 
 
@@ -97,9 +99,10 @@ def data_error(exc: Exception) -> errors.HubError:
     return errors.invalid(f"The database cannot store this value: {reason}", field=None)
 
 
-def policy_refusal(exc: asyncpg.InsufficientPrivilegeError) -> errors.HubError:
-    """A write the database's policies refused under the caller's claims: the
-    application let through what it should not have, so say so in the log."""
+def policy_refusal(exc: asyncpg.InsufficientPrivilegeError | str) -> errors.HubError:
+    """A write the database's policies refused under the caller's claims (an
+    error, or a row they hid from an UPDATE or DELETE): the application let
+    through what it should not have, so say so in the log."""
     log.warning("row-level security refused a write the application allowed: %s", exc)
     return errors.forbidden("The database's access policies do not allow this change")
 
@@ -132,6 +135,7 @@ async def create_pool(dsn: str, *, min_size: int = 2, max_size: int = 10,
 
 # PostgREST's way in: the caller's role and claims, local to the transaction.
 _AS_CALLER = "SELECT set_config('role', $1, true), set_config('request.jwt.claims', $2, true)"
+_AS_OWNER = "SELECT set_config('role', 'none', true), set_config('request.jwt.claims', '', true)"
 
 
 def claims_json(principal: Principal) -> str:
@@ -139,6 +143,27 @@ def claims_json(principal: Principal) -> str:
     claims = principal.claims
     raw = claims.raw or {"role": claims.role, **({"sub": str(claims.sub)} if claims.sub else {})}
     return _encode(raw).decode()
+
+
+def caller_claims(principal: Principal) -> str | None:
+    """The claims a write for this caller runs under; None for the service
+    role, which keeps its bypass (the actors' writes take this)."""
+    return None if principal.is_service else claims_json(principal)
+
+
+@contextlib.asynccontextmanager
+async def claims_scope(con: asyncpg.Connection, claims: str | None) -> AsyncIterator[None]:
+    """Inside a transaction: the statements in the block run as the caller
+    (`hub_as_caller`, migration 0013), then as the hub again, so the hub's own
+    bookkeeping after them (notifications, the event log) is not bounded by
+    the caller's policies. No claims: the block runs as the hub. On an error
+    the transaction is rolled back, and the switch with it."""
+    if claims is None:
+        yield
+        return
+    await con.execute("SELECT public.hub_as_caller($1)", claims)
+    yield
+    await con.execute(_AS_OWNER)
 
 
 @contextlib.asynccontextmanager

@@ -8,7 +8,7 @@ from typing import Any
 
 import asyncpg
 
-from hub import errors
+from hub import db, errors
 from hub.auth import APP_ROLES, Claims, Principal
 
 _ROLES = """
@@ -110,18 +110,30 @@ async def create_user(con: asyncpg.Connection, *, email: str | None, full_name: 
     return uid
 
 
-async def set_roles(con: asyncpg.Connection, user_id: uuid.UUID, roles: tuple[str, ...] | list[str]) -> list[str]:
-    """Replace the user's roles; raises NOT_FOUND for an unknown user."""
+_DROPPED = "FROM public.user_roles WHERE user_id = $1 AND NOT (role::text = ANY($2::text[]))"
+
+
+async def require_user_exists(con: asyncpg.Connection, user_id: uuid.UUID) -> None:
+    if not await con.fetchval("SELECT EXISTS (SELECT 1 FROM auth.users WHERE id = $1)", user_id):
+        raise errors.not_found("user", user_id)
+
+
+async def set_roles(con: asyncpg.Connection, user_id: uuid.UUID, roles: tuple[str, ...] | list[str], *,
+                    claims: str | None = None) -> list[str]:
+    """Replace the user's roles; raises NOT_FOUND for an unknown user. With
+    `claims` (an admin's), the change runs under them: RLS bounds it too.
+    Whether the user exists is the hub's to read (auth.users is not the API roles')."""
     unknown = sorted(set(roles) - set(APP_ROLES))
     if unknown:
         raise errors.invalid(f"unknown roles: {', '.join(unknown)}", field="roles", allowed=list(APP_ROLES))
     async with con.transaction():
-        if not await con.fetchval("SELECT EXISTS (SELECT 1 FROM auth.users WHERE id = $1)", user_id):
-            raise errors.not_found("user", user_id)
-        await con.execute("DELETE FROM public.user_roles WHERE user_id = $1 AND NOT (role::text = ANY($2::text[]))",
-                          user_id, list(roles))
-        await con.execute("INSERT INTO public.user_roles (user_id, role) SELECT $1, unnest($2::text[])::public.app_role "
-                          "ON CONFLICT DO NOTHING", user_id, list(roles))
+        await require_user_exists(con, user_id)
+        dropping = await con.fetchval(f"SELECT count(*) {_DROPPED}", user_id, list(roles))
+        async with db.claims_scope(con, claims):
+            if len(await con.fetch(f"DELETE {_DROPPED} RETURNING 1", user_id, list(roles))) != dropping:
+                raise db.policy_refusal(f"DELETE of user {user_id}'s roles")  # their policies hid some
+            await con.execute("INSERT INTO public.user_roles (user_id, role) "
+                              "SELECT $1, unnest($2::text[])::public.app_role ON CONFLICT DO NOTHING", user_id, list(roles))
     return sorted(set(roles))
 
 

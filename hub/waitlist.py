@@ -41,14 +41,15 @@ class WaitlistFilters(msgspec.Struct, forbid_unknown_fields=True):
     patient_id: uuid.UUID | None = None
 
 
-_COLUMNS = ("e.id, e.patient_id, e.dentist_id, e.appointment_type, e.earliest_date, e.latest_date, e.weekdays, "
-            "e.time_ranges, e.status, e.appointment_id, e.created_at")
+_COLUMNS = ("e.id, e.patient_id, p.full_name AS patient_name, e.dentist_id, e.appointment_type, e.earliest_date, "
+            "e.latest_date, e.weekdays, e.time_ranges, e.status, e.appointment_id, e.created_at")
 # Each entry with its live offer, if its hold is still there.
 _LIST = f"""
 SELECT {_COLUMNS}, CASE WHEN r.id IS NULL THEN NULL ELSE jsonb_build_object(
          'reservation_id', r.id, 'dentist_id', r.dentist_id, 'slot_time', r.slot_time, 'expires_at', r.expires_at,
          'appointment_type', o.appointment_type) END AS offer
 FROM public.waitlist_entries e
+LEFT JOIN public.profiles p ON p.id = e.patient_id
 LEFT JOIN public.waitlist_offers o ON o.entry_id = e.id AND o.outcome IS NULL
 LEFT JOIN public.slot_reservations r ON r.id = o.id AND r.expires_at > now()
 """

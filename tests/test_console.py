@@ -30,7 +30,7 @@ ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--
 @pytest.fixture
 def settings(settings: Settings, scratch_dsn: str) -> Settings:
     """A database of the test's own, so the book shows exactly the clinic the test made."""
-    return dataclasses.replace(settings, database_url=scratch_dsn, clinic_timezone="UTC")
+    return dataclasses.replace(settings, database_url=scratch_dsn, clinic_timezone="UTC", webhook_allow_private=True)
 
 
 @pytest.fixture
@@ -380,4 +380,37 @@ async def test_the_demo_clinic_looks_like_a_real_morning(aiohttp_client, setting
     await page.click("#patient-results button.result")
     await page.wait_for_selector("#patient-panel:not([hidden]) ul.visits li")
     await page.screenshot(path=str(IMG / "patient.png") if IMG else None)
+    await page.context.close()
+
+
+async def test_admin_panels_waitlist_offers_and_webhooks(api, clinic, browser) -> None:
+    when = slot_at(days=3, hour=10)
+    await named_patient(api, "Walter Waiting")
+    status, appt = await api.post("/api/appointments", clinic.patient, json={
+        "dentist_id": clinic.dentist_id, "appointment_date": when, "appointment_type": "checkup"})
+    assert status == 201
+    waiter = (await api.get("/api/patients", clinic.admin, params={"q": "Walter"}))[1]["data"][0]
+    status, entry = await api.post("/api/waitlist", clinic.admin, json={
+        "patient_id": waiter["id"], "dentist_id": clinic.dentist_id, "appointment_type": "checkup",
+        "earliest_date": when[:10], "latest_date": when[:10]})
+    assert status == 201, entry
+    page = await open_console(browser, base_of(api), clinic.admin.token, f"/admin?date={when[:10]}")
+    await page.click("details.more > summary")
+    await page.wait_for_selector(f'#waitlist tr[data-id="{entry["id"]}"]:has-text("Walter Waiting")')
+    # A cancellation frees the slot: it is offered to the first in line, and the book marks the offer.
+    status, _ = await api.delete(f"/api/appointments/{appt['id']}", clinic.patient)
+    assert status == 200
+    await page.wait_for_selector(f'.col[data-dentist="{clinic.dentist_id}"] .hold.offer:has-text("Walter Waiting")',
+                                 timeout=3000)
+    await page.wait_for_selector(f'#waitlist tr[data-id="{entry["id"]}"] td:has-text("until")', timeout=3000)
+    # Webhooks: the secret is shown once, the endpoint listed, its deliveries readable.
+    await page.fill('#webhook-form input[name="url"]', "http://127.0.0.1:9/hooks")
+    await page.click('#webhook-form button[type=submit]')
+    await page.wait_for_selector("#webhook-secret:has-text('whsec_')", timeout=3000)
+    await page.wait_for_selector("#webhooks li:has-text('127.0.0.1:9')")
+    await page.click("#webhooks li button:has-text('Deliveries')")
+    await page.wait_for_selector("#deliveries-of:has-text('127.0.0.1:9')")
+    await page.fill('#webhook-form input[name="url"]', "ftp://example.com/x")
+    await page.click('#webhook-form button[type=submit]')
+    await page.wait_for_selector("#webhook-error:not([hidden])", timeout=3000)  # the API's refusal, shown
     await page.context.close()

@@ -196,3 +196,24 @@ async def test_the_stateless_revision(api, clinic) -> None:
         "params": {"_meta": {"io.modelcontextprotocol/protocolVersion": "2099-01-01"}}})
     assert status == 400 and body["error"]["code"] == -32022
     assert "2026-07-28" in body["error"]["data"]["supported"]
+
+
+async def test_the_agent_example_books(api: Api, clinic: Any) -> None:
+    """examples/agent_mcp.py, as a newcomer runs it: list tools, find a slot, hold it, book it."""
+    import asyncio
+    import sys
+    from pathlib import Path
+
+    from hub.auth import issue_token
+    from tests.conftest import SECRET
+
+    script = Path(__file__).resolve().parent.parent / "examples" / "agent_mcp.py"
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, str(script), "--url", str(api.client.make_url("")).rstrip("/"),
+        "--token", issue_token(SECRET, None, role="service_role"), "--dentist", clinic.dentist_id,
+        "--patient", str(clinic.patient.id), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+    out, _ = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 0, out.decode()
+    assert "booked appointment" in out.decode()
+    status, page = await api.get("/api/appointments", clinic.patient)
+    assert status == 200 and page["pagination"]["total"] == 1

@@ -21,6 +21,7 @@ from aiohttp import web
 from hub import errors, policy
 from hub.auth import Principal, verify_token
 from hub.errors import HubError
+from hub.webhooks import EVENT_TYPES
 from web._http import KEYS, POOL, PRINCIPALS, SETTINGS, json, principal
 from web.book import clinic_zone, managed_dentists
 
@@ -90,7 +91,8 @@ async def console(request: web.Request) -> web.StreamResponse:
     title = f"Week of {names.get(chosen, '')}" if view == "week" else f"{day:%A %-d %B %Y}"
     return aiohttp_jinja2.render_template("console.html", request, {
         "dentists": dentists, "dentist": chosen, "day": day.isoformat(), "view": view, "token": token,
-        "is_admin": who.is_admin, "user_id": str(who.user_id), "nav": nav, "title": title})
+        "is_admin": who.is_admin, "user_id": str(who.user_id), "nav": nav, "title": title,
+        "webhook_events": EVENT_TYPES})
 
 
 @routes.post("/admin/login")

@@ -12,7 +12,7 @@ from urllib.parse import quote
 import aiohttp
 from aiohttp import BodyPartReader, web
 
-from hub import errors
+from hub import db, errors
 from hub.booking import AppointmentFilters, CancelDTO, CreateAppointmentDTO, UpdateAppointmentDTO
 from web._http import BOOKING, POOL, SETTINGS, created, json, path_id, principal, query, read
 
@@ -91,11 +91,12 @@ async def upload_document(request: web.Request) -> web.Response:
                 os.fsync(out.fileno())  # a full disk says so now, not after the row is committed
         except OSError as exc:
             raise errors.storage_error(exc) from None
-        row = await request.app[POOL].fetchrow(
-            "INSERT INTO public.appointment_documents (id, appointment_id, file_name, file_url, file_type, file_size, "
-            "uploaded_by) VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING *",
-            doc_id, appointment["id"], file_name, f"/api/appointments/{appointment['id']}/documents/{doc_id}",
-            file_type, size, who.user_id or uuid.UUID(int=0))
+        async with db.as_caller(request.app[POOL], who) as con:  # RLS bounds the row too (42501: 403)
+            row = await con.fetchrow(
+                "INSERT INTO public.appointment_documents (id, appointment_id, file_name, file_url, file_type, "
+                "file_size, uploaded_by) VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING *",
+                doc_id, appointment["id"], file_name, f"/api/appointments/{appointment['id']}/documents/{doc_id}",
+                file_type, size, who.user_id or uuid.UUID(int=0))
     except BaseException:
         with contextlib.suppress(OSError):
             target.unlink(missing_ok=True)  # nothing half-written survives a failed upload

@@ -54,8 +54,10 @@ ORDER BY a.appointment_date
 """
 _HOLDS = """
 SELECT r.id, r.dentist_id, r.patient_id, p.full_name AS patient_name, r.slot_time AS start,
-       r.slot_time + make_interval(mins => r.duration_minutes) AS "end", r.appointment_type, r.expires_at
+       r.slot_time + make_interval(mins => r.duration_minutes) AS "end", r.appointment_type, r.expires_at,
+       o.id IS NOT NULL AS waitlist_offer
 FROM public.slot_reservations r LEFT JOIN public.profiles p ON p.id = r.patient_id
+LEFT JOIN public.waitlist_offers o ON o.id = r.id AND o.outcome IS NULL
 WHERE r.dentist_id = ANY($1) AND r.expires_at > now()
   AND r.slot_time < $3 AND r.slot_time + make_interval(mins => r.duration_minutes) > $2
 ORDER BY r.slot_time

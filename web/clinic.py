@@ -9,7 +9,7 @@ from typing import Annotated
 import msgspec
 from aiohttp import web
 
-from hub import errors
+from hub import db, errors
 from hub.auth import require_role
 from web._http import BOOKING, POOL, json, principal, read
 
@@ -42,22 +42,28 @@ async def list_closures(request: web.Request) -> web.Response:
 
 @routes.put("/api/clinic/closures/{day}")
 async def put_closure(request: web.Request) -> web.Response:
-    require_role(await principal(request), "admin")
+    who = await principal(request)
+    require_role(who, "admin")
     day = _day(request)
     body = await read(request, Closure)
-    row = await request.app[POOL].fetchrow(
-        "INSERT INTO public.clinic_closures (day, reason) VALUES ($1, $2) "
-        "ON CONFLICT (day) DO UPDATE SET reason = EXCLUDED.reason RETURNING day, reason", day, body.reason)
+    async with db.as_caller(request.app[POOL], who) as con:  # the admin's claims: RLS bounds the write too
+        row = await con.fetchrow(
+            "INSERT INTO public.clinic_closures (day, reason) VALUES ($1, $2) "
+            "ON CONFLICT (day) DO UPDATE SET reason = EXCLUDED.reason RETURNING day, reason", day, body.reason)
     await request.app[BOOKING].sync_live()
     return json(dict(row))
 
 
 @routes.delete("/api/clinic/closures/{day}")
 async def delete_closure(request: web.Request) -> web.Response:
-    require_role(await principal(request), "admin")
+    who = await principal(request)
+    require_role(who, "admin")
     day = _day(request)
-    if await request.app[POOL].fetchval("DELETE FROM public.clinic_closures WHERE day = $1 RETURNING day", day) is None:
-        raise errors.not_found("closure", day)
+    async with db.as_caller(request.app[POOL], who) as con:
+        if await con.fetchval("DELETE FROM public.clinic_closures WHERE day = $1 RETURNING day", day) is None:
+            if await con.fetchval("SELECT EXISTS (SELECT 1 FROM public.clinic_closures WHERE day = $1)", day):
+                raise db.policy_refusal(f"DELETE of closure {day}")
+            raise errors.not_found("closure", day)
     await request.app[BOOKING].sync_live()
     return web.Response(status=204)
 
@@ -72,17 +78,19 @@ async def list_types(request: web.Request) -> web.Response:
 
 @routes.put("/api/appointment-types/{name}")
 async def put_type(request: web.Request) -> web.Response:
-    require_role(await principal(request), "admin")
+    who = await principal(request)
+    require_role(who, "admin")
     name = request.match_info["name"]
     if not re.fullmatch(r"[a-z][a-z0-9_]{0,39}", name):
         raise errors.invalid("Type names are lower-case letters, digits and _ (up to 40)", field="name",
                              location="path")
     body = await read(request, AppointmentTypeDTO)
     pool = request.app[POOL]
-    row = await pool.fetchrow(
-        "INSERT INTO public.appointment_types (name, duration_minutes, buffer_minutes) VALUES ($1, $2, $3) "
-        "ON CONFLICT (name) DO UPDATE SET duration_minutes = EXCLUDED.duration_minutes, "
-        "buffer_minutes = EXCLUDED.buffer_minutes, updated_at = now() "
-        "RETURNING name, duration_minutes, buffer_minutes", name, body.duration_minutes, body.buffer_minutes)
+    async with db.as_caller(pool, who) as con:
+        row = await con.fetchrow(
+            "INSERT INTO public.appointment_types (name, duration_minutes, buffer_minutes) VALUES ($1, $2, $3) "
+            "ON CONFLICT (name) DO UPDATE SET duration_minutes = EXCLUDED.duration_minutes, "
+            "buffer_minutes = EXCLUDED.buffer_minutes, updated_at = now() "
+            "RETURNING name, duration_minutes, buffer_minutes", name, body.duration_minutes, body.buffer_minutes)
     await request.app[BOOKING].catalog.load(pool)  # others reload on NOTIFY hub_catalog
     return json(dict(row))

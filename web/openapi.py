@@ -139,6 +139,7 @@ class WaitlistOffer(msgspec.Struct):
 class WaitlistEntry(msgspec.Struct):
     id: uuid.UUID
     patient_id: uuid.UUID
+    patient_name: str | None
     dentist_id: uuid.UUID | None
     appointment_type: str
     earliest_date: date
@@ -169,6 +170,7 @@ class BookAppointment(BookEntry):
 
 class BookHold(BookEntry):
     expires_at: datetime
+    waitlist_offer: bool  # the hold is a waitlist offer waiting for the patient's answer
 
 
 class Interval(msgspec.Struct):

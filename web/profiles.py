@@ -84,13 +84,14 @@ async def _update(con: asyncpg.Connection, table: str, key: uuid.UUID, changes: 
                               key, *changes.values())
 
 
-async def _make_dentist_user(con: asyncpg.Connection, user_id: uuid.UUID) -> None:
-    """Give an existing user the dentist role (NOT_FOUND if there is no such user)."""
-    inserted = await con.fetchval(
-        "INSERT INTO public.user_roles (user_id, role) SELECT id, 'dentist' FROM auth.users WHERE id = $1 "
-        "ON CONFLICT DO NOTHING RETURNING true", user_id)
-    if not inserted and not await con.fetchval("SELECT EXISTS (SELECT 1 FROM auth.users WHERE id = $1)", user_id):
-        raise errors.not_found("user", user_id)
+async def _make_dentist_user(con: asyncpg.Connection, user_id: uuid.UUID, claims: str | None) -> None:
+    """Give an existing user the dentist role (NOT_FOUND if there is no such
+    user): whether they exist is the hub's to read (auth.users is not the API
+    roles'), the role is granted under the admin's claims."""
+    await users.require_user_exists(con, user_id)
+    async with db.claims_scope(con, claims):
+        await con.execute("INSERT INTO public.user_roles (user_id, role) VALUES ($1, 'dentist') ON CONFLICT DO NOTHING",
+                          user_id)
 
 
 @routes.get("/api/profiles/me")
@@ -104,8 +105,9 @@ async def get_me(request: web.Request) -> web.Response:
 async def put_me(request: web.Request) -> web.Response:
     uid = await own_user(request)
     body = await read(request, UpdateProfile)
-    async with request.app[POOL].acquire() as con:
-        await _update(con, "public.profiles", uid, _changes(body), "id")
+    async with db.as_caller(request.app[POOL], await principal(request)) as con:
+        if await _update(con, "public.profiles", uid, _changes(body), "id") is None:
+            raise db.policy_refusal(f"UPDATE of profile {uid}")
         return json(await users.profile(con, uid))
 
 
@@ -118,19 +120,22 @@ async def list_dentists(request: web.Request) -> web.Response:
 
 @routes.post("/api/dentists")
 async def create_dentist(request: web.Request) -> web.Response:
-    require_role(await principal(request), "admin")
+    who = await principal(request)
+    require_role(who, "admin")
     body = await read(request, CreateDentist)
     _check_schedule(body.timezone, body.available_times, body.slot_minutes)
+    claims = db.caller_claims(who)  # the admin's: RLS bounds these writes too
     async with request.app[POOL].acquire() as con, con.transaction():
         if body.user_id is not None:
-            await _make_dentist_user(con, body.user_id)
+            await _make_dentist_user(con, body.user_id, claims)
         try:
-            row = await con.fetchrow(
-                f"INSERT INTO public.dentists (name, specialization, timezone, available_times, slot_minutes, "
-                f"min_notice_minutes, horizon_days, user_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) "
-                f"RETURNING {DENTIST_COLUMNS}",
-                body.name, body.specialization, body.timezone, body.available_times, body.slot_minutes,
-                body.min_notice_minutes, body.horizon_days, body.user_id)
+            async with db.claims_scope(con, claims):
+                row = await con.fetchrow(
+                    f"INSERT INTO public.dentists (name, specialization, timezone, available_times, slot_minutes, "
+                    f"min_notice_minutes, horizon_days, user_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) "
+                    f"RETURNING {DENTIST_COLUMNS}",
+                    body.name, body.specialization, body.timezone, body.available_times, body.slot_minutes,
+                    body.min_notice_minutes, body.horizon_days, body.user_id)
         except asyncpg.UniqueViolationError:
             raise errors.conflict("That user is already a dentist", user_id=str(body.user_id)) from None
     if body.user_id is not None:
@@ -140,10 +145,12 @@ async def create_dentist(request: web.Request) -> web.Response:
 
 @routes.put("/api/dentists/{id}")
 async def update_dentist(request: web.Request) -> web.Response:
-    require_role(await principal(request), "admin")
+    who = await principal(request)
+    require_role(who, "admin")
     dentist_id = path_id(request)
     body = await read(request, UpdateDentist)
     changes = _changes(body)
+    claims = db.caller_claims(who)
     async with request.app[POOL].acquire() as con, con.transaction():
         current = await con.fetchrow("SELECT timezone, available_times, slot_minutes FROM public.dentists "
                                      "WHERE id = $1 FOR UPDATE", dentist_id)
@@ -152,9 +159,12 @@ async def update_dentist(request: web.Request) -> web.Response:
         _check_schedule(changes.get("timezone", current["timezone"]), current["available_times"],
                         changes.get("slot_minutes", current["slot_minutes"]))
         if changes.get("user_id") is not None:
-            await _make_dentist_user(con, changes["user_id"])
+            await _make_dentist_user(con, changes["user_id"], claims)
         try:
-            row = await _update(con, "public.dentists", dentist_id, changes, DENTIST_COLUMNS)
+            async with db.claims_scope(con, claims):
+                row = await _update(con, "public.dentists", dentist_id, changes, DENTIST_COLUMNS)
+                if row is None:  # their policies hid the row from the UPDATE
+                    raise db.policy_refusal(f"UPDATE of dentist {dentist_id}")
         except asyncpg.UniqueViolationError:
             raise errors.conflict("That user is already a dentist", user_id=str(changes["user_id"])) from None
     if changes.get("user_id") is not None:
@@ -171,6 +181,6 @@ async def put_roles(request: web.Request) -> web.Response:
     if user_id == who.user_id and "admin" not in body.roles:
         raise errors.conflict("Admins cannot remove their own admin role (ask another admin)")
     async with request.app[POOL].acquire() as con:
-        roles = await users.set_roles(con, user_id, body.roles)
+        roles = await users.set_roles(con, user_id, body.roles, claims=db.caller_claims(who))
     request.app[PRINCIPALS].forget(user_id)
     return json({"user_id": str(user_id), "roles": roles})

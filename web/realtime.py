@@ -23,7 +23,7 @@ from typing import Any, Callable, Coroutine
 import asyncpg
 from aiohttp import web
 
-from hub import errors, metrics, policy, protocol
+from hub import db, errors, metrics, policy, protocol
 from hub.auth import verify_token
 from hub.booking import Booking
 from hub.events import Event
@@ -123,20 +123,32 @@ class Realtime:
         topics = [t for t in (mine, f"appointments:patient_id={user_id}") if self._by_topic.get(t)]
         if not topics:
             return
-        row = await self._pool.fetchrow("SELECT id, user_id, kind, title, body, data, read_at, created_at "
-                                        "FROM public.notifications WHERE id = $1", notification_id)
-        if row is None:
-            return
+        # Read as the subscribers (once per distinct token claims): the database's
+        # policies, the hub's and the clinic's own, decide what each socket gets.
+        groups: dict[str, list[Channel]] = collections.defaultdict(list)
+        for topic in topics:
+            for channel in self._by_topic.get(topic, ()):
+                if policy.receives_notification(channel.viewer, user_id):  # not an anon join's
+                    groups[db.claims_json(channel.viewer.principal)].append(channel)
+        for members in groups.values():
+            try:
+                async with db.as_caller(self._pool, members[0].viewer.principal) as con:
+                    row = await con.fetchrow("SELECT id, user_id, kind, title, body, data, read_at, created_at "
+                                             "FROM public.notifications WHERE id = $1", notification_id)
+            except asyncpg.InsufficientPrivilegeError:  # e.g. `anon` may not read notifications at all
+                row = None
+            if row is None:
+                continue
 
-        def theirs(channel: Channel) -> bool:
-            return policy.receives_notification(channel.viewer, user_id)
+            def theirs(channel: Channel, members: list[Channel] = members) -> bool:
+                return channel in members
 
-        payload = {"event": "INSERT", "schema": "public", "table": "notifications", "new": dict(row), "old": None}
-        self.fan_out(mine, "broadcast", {"type": "broadcast", "event": "INSERT", "payload": payload}, only=theirs)
-        if row["kind"] == "waitlist_offer":  # the offer's hold, on the patient's channels too (sql/0010)
-            for topic in topics:
-                self.fan_out(topic, "broadcast", {"type": "broadcast", "event": "waitlist_offer",
-                                                  "payload": row["data"]}, only=theirs)
+            payload = {"event": "INSERT", "schema": "public", "table": "notifications", "new": dict(row), "old": None}
+            self.fan_out(mine, "broadcast", {"type": "broadcast", "event": "INSERT", "payload": payload}, only=theirs)
+            if row["kind"] == "waitlist_offer":  # the offer's hold, on the patient's channels too (sql/0010)
+                for topic in topics:
+                    self.fan_out(topic, "broadcast", {"type": "broadcast", "event": "waitlist_offer",
+                                                      "payload": row["data"]}, only=theirs)
 
     # ---- wiring ----------------------------------------------------------------
 

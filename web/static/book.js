@@ -120,11 +120,12 @@ export class Book {
     }
     for (const h of c.dentist.holds) {
       if (Date.parse(h.end) <= start || Date.parse(h.start) >= end) continue
-      col.append(el('div.hold', {
+      const what = h.waitlist_offer ? 'Waitlist offer' : 'Held'
+      col.append(el(`div.hold${h.waitlist_offer ? '.offer' : ''}`, {
         style: { top: top(h.start), height: span(h.start, h.end) },
         dataset: { id: h.id, expires: h.expires_at },
-        title: `Held for ${h.patient_name || 'a patient'} until ${timeIn(this.data.timezone).format(new Date(h.expires_at))}`,
-      }, el('span', {}, `Held · ${h.patient_name || 'patient'}`), el('span.countdown', { 'aria-label': 'time left on the hold' })))
+        title: `${what} for ${h.patient_name || 'a patient'} until ${timeIn(this.data.timezone).format(new Date(h.expires_at))}`,
+      }, el('span', {}, `${what} · ${h.patient_name || 'patient'}`), el('span.countdown', { 'aria-label': 'time left on the hold' })))
     }
     for (const a of c.dentist.appointments) {
       if (Date.parse(a.end) <= start || Date.parse(a.start) >= end) continue

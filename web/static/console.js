@@ -4,6 +4,7 @@ import { $, api, cfg, el, showError } from './util.js'
 import { HubSocket } from './socket.js'
 import { Book } from './book.js'
 import { Desk, openPatient, patientPicker } from './desk.js'
+import { renderWaitlist, setUpWebhooks } from './panels.js'
 
 const WEEKDAYS = ['monday', 'tuesday', 'wednesday', 'thursday', 'friday', 'saturday', 'sunday']
 const notice = (err) => showError($('#notice'), err)
@@ -11,7 +12,7 @@ const notice = (err) => showError($('#notice'), err)
 let pending = null
 function refresh () {
   clearTimeout(pending)
-  pending = setTimeout(() => { book.load().catch(notice); renderEvents() }, 30)
+  pending = setTimeout(() => { book.load().catch(notice); renderEvents(); renderWaitlist() }, 30)
 }
 
 const book = new Book($('#book'), {
@@ -145,6 +146,6 @@ if (cfg.dentist) {
       renderPresence()
     }
   })
-  loadHours(); loadClosures(); renderEvents(); renderHealth()
+  loadHours(); loadClosures(); renderEvents(); renderHealth(); setUpWebhooks()
   setInterval(renderHealth, 10000)
 }
