@@ -193,10 +193,10 @@ async def test_the_socket_reads_a_notification_as_its_subscriber(api: Api, clini
     """Let anyone follow anyone's notifications, and the app's own filter take
     everyone for their owner: the row is read under each subscriber's token
     claims, so only its owner's socket receives it."""
-    from web import channels
+    from hub import policy
 
     alice, bob = clinic.patient, clinic.other_patient
-    monkeypatch.setattr(channels, "denied", lambda topic, viewer: None)
+    monkeypatch.setattr(policy, "join_denied", lambda who, kind, key: None)
     monkeypatch.setattr(Principal, "user_id", property(lambda self: alice.id))  # every caller passes for Alice
     url = str(api.client.make_url("")).rstrip("/")
     topic = f"notifications:user_id={alice.id}"

@@ -89,7 +89,7 @@ class Channel:
         frames = cache.get(key)
         if frames is None:
             frames = cache[key] = self._frames(event)
-        if policy.view(self.viewer, self.topic.kind, event) is not policy.View.NONE:
+        if frames and policy.view(self.viewer, self.topic.kind, event) is not policy.View.NONE:
             for frame in frames:
                 self.session.send_frame(frame)
             sent = len(frames)
