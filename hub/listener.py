@@ -23,6 +23,7 @@ from actors.dentist import DentistActor
 from actors.directory import Directory
 from actors.messages import Sync
 from hub import db
+from hub.aio import wait_event
 from hub.catalog import Catalog
 from hub.feed import Feed
 
@@ -93,11 +94,8 @@ class Listener:
                     callback()
                 self.ready.set()
                 backoff = 0.2
-                while not lost.is_set():
-                    try:
-                        await asyncio.wait_for(lost.wait(), self._keepalive)
-                    except TimeoutError:
-                        await con.fetchval("SELECT 1", timeout=self._keepalive)
+                while not await wait_event(lost, self._keepalive):
+                    await con.fetchval("SELECT 1", timeout=self._keepalive)
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
                 log.warning("event listener lost the database (%s); retrying in %.1fs", exc or type(exc).__name__,
                             backoff)
