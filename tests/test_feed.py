@@ -1,5 +1,5 @@
 """The feed sends a backlog read from realtime_events in version order, in
-slices with the rest of the process running between them (hub/feed.py SLICE)."""
+slices with the rest of the process running between them (services/feed.py SLICE)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,9 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from hub import db, feed, users
-from hub.pubsub import PubSub
+from hub import db
+from services import feed, users
+from services.pubsub import PubSub
 
 
 async def test_a_backlog_goes_out_in_order_without_holding_the_loop(dsn: str,

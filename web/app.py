@@ -16,20 +16,21 @@ from aiohttp import web
 from actors.batch import GroupCommit
 from actors.dentist import DentistActor, Rules
 from actors.directory import Directory
-from hub import db, metrics, migrate, reminders, users
+from hub import db, metrics, migrate
 from hub.auth import verify_token
-from hub.booking import Booking
 from hub.catalog import Catalog
 from hub.config import Settings
 from hub.errors import HTTP_STATUS, ErrorCode, HubError
-from hub.feed import Feed
 from hub.keys import Keys
-from hub.listener import Listener
-from hub.pubsub import PubSub
-from hub.sweeper import sweep_forever
-from hub.webhooks import WebhookWorker
+from services import reminders, users
+from services.booking import Booking
+from services.feed import Feed
+from services.listener import Listener
+from services.pubsub import PubSub
+from services.sweeper import sweep_forever
+from services.waitlist import Waitlist
+from services.webhooks import WebhookWorker
 from web.realtime import Realtime
-from hub.waitlist import Waitlist
 from web import (admin, appointments, availability, book, calendar, clinic, health, limits, mcp, notifications,
                  openapi, patients, profiles, relay, waitlist, webhooks)
 from web._http import BOOKING, KEYS, POOL, PRINCIPALS, REQUEST_ID, SETTINGS, USER_ID, WAITLIST, json

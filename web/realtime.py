@@ -25,12 +25,12 @@ from aiohttp import web
 
 from hub import db, errors, metrics, protocol
 from hub.auth import verify_token
-from hub.booking import Booking
 from hub.events import Event
 from hub.keys import Keys
-from hub.listener import Listener
 from hub.protocol import Message
-from hub.users import Principals
+from services.booking import Booking
+from services.listener import Listener
+from services.users import Principals
 from web.bindings import BindingIndex
 from web.catchup import Cursors
 from web.commands import COMMANDS

@@ -24,7 +24,7 @@ from actors.directory import Directory
 from actors.messages import Sync
 from hub import db
 from hub.catalog import Catalog
-from hub.feed import Feed
+from services.feed import Feed
 
 log = logging.getLogger("hub.listener")
 

@@ -19,7 +19,7 @@ import asyncpg
 
 from hub import events
 from hub.events import Event
-from hub.pubsub import PubSub
+from services.pubsub import PubSub
 
 log = logging.getLogger("hub.feed")
 
