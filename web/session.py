@@ -181,10 +181,9 @@ class Session:
         self._closing = True
         self.close_code = close.code
         metrics.DISCONNECTS.labels(str(close.code)).inc()
-        loop = asyncio.get_running_loop()
-        loop.create_task(self._close(close))
+        self.realtime.tasks.spawn(self._close(close), "close")
         # A peer that stopped reading never lets the close frame out: cut it off.
-        loop.call_later(CLOSE_GRACE, self._abort)
+        asyncio.get_running_loop().call_later(CLOSE_GRACE, self._abort)
 
     async def _close(self, close: Close) -> None:
         self.flush()  # what was already accepted goes out before the close frame
