@@ -44,8 +44,8 @@ def _timed(name: str) -> Any:
 
 class TimedConnection(asyncpg.Connection):
     """Times every query for hub_db_query_duration_seconds. (asyncpg's own
-    query logger does this too, but measured ~0.1 ms a query, a third of a
-    booking's CPU.)"""
+    query logger could, but it builds a record per query: too dear on the
+    booking path, docs/BENCHMARKS.md.)"""
 
 
 for _name in ("execute", "executemany", "fetch", "fetchrow", "fetchval"):
