@@ -8,3 +8,5 @@ DROP FUNCTION IF EXISTS public.on_schedule_change(), public.on_row_change(),
   public.add_minutes(timestamptz, integer);
 DROP TYPE IF EXISTS public.appointment_status, public.app_role;
 DROP SCHEMA IF EXISTS auth CASCADE;
+-- 0001 granted SELECT on every table of public, the migration record's included.
+REVOKE SELECT ON public.schema_migrations FROM authenticated;

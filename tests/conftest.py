@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import inspect
 import os
+import re
 import uuid
 from pathlib import Path
-from typing import Any, AsyncIterator, Iterator
+from typing import Any, AsyncIterator, Awaitable, Callable, Iterator, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
@@ -22,6 +24,52 @@ from web import create_app
 from web._http import POOL
 
 SECRET = "test-secret-" + "x" * 40
+T = TypeVar("T")
+
+
+async def eventually(check: Callable[[], T | Awaitable[T]], *, timeout: float = 5.0, interval: float = 0.02,
+                     what: str = "the condition") -> T:
+    """Poll `check` (a function, or a coroutine function) until it returns
+    something truthy, and return that; fail once `timeout` seconds have passed.
+    Tests wait with this (or on an event), never with a bare sleep."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        result = check()
+        if inspect.isawaitable(result):
+            result = await result
+        if result:
+            return result  # type: ignore[return-value]
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"{what} did not happen within {timeout} s (last: {result!r})")
+        await asyncio.sleep(interval)
+
+
+def metric(text: str, name: str, **labels: str) -> float:
+    """One sample from a /metrics page (labels in their declared order); 0 when absent."""
+    wanted = ",".join(f'{k}="{v}"' for k, v in labels.items())
+    pattern = re.escape(name) + (r"\{" + re.escape(wanted) + r"\}" if wanted else "") + r" ([0-9.e+-]+)"
+    match = re.search(pattern, text)
+    return float(match.group(1)) if match else 0.0
+
+
+def running_actor_tasks() -> list[str]:
+    """Actor tasks (actors/directory.py names them `actor:<key>`) still running in this loop."""
+    return sorted(t.get_name() for t in asyncio.all_tasks()
+                  if t.get_name().startswith("actor:") and not t.done())
+
+
+@pytest.fixture(autouse=True)
+async def no_leaked_actors() -> AsyncIterator[None]:
+    """Fails a test whose actors outlive it: torn down after every other
+    fixture of the test (the app, its directory), so anything left is a leak."""
+    yield
+    if leaked := running_actor_tasks():
+        for task in asyncio.all_tasks():
+            if task.get_name() in leaked:
+                task.cancel()
+        pytest.fail(f"actor tasks still running after the test and its app were torn down: {leaked}")
+
+
 # Most tests book and write freely as one user from 127.0.0.1; tests/test_limits.py turns these on.
 NO_ABUSE_LIMITS = {"max_future_appointments_per_dentist": 0, "max_appointments_per_day": 0,
                    "rate_limit_user_per_minute": 0, "rate_limit_ip_per_minute": 0, "max_connections_per_ip": 0}
@@ -110,6 +158,17 @@ def databases(server_dsn: str) -> Iterator[Databases]:
     dbs = Databases(server_dsn)
     yield dbs
     dbs.drop_all()
+
+
+@pytest.fixture
+def cluster() -> Iterator[Any]:
+    """A PostgreSQL server of the test's own (tests/pgcluster.py), which it may restart or kill."""
+    from tests.pgcluster import Cluster
+
+    server = Cluster()
+    server.start()
+    yield server
+    server.stop()
 
 
 @pytest.fixture

@@ -10,6 +10,7 @@ import pytest
 from actors._base import Actor, ActorDeadError, StopReason
 from actors.directory import ActorUnavailable, Directory
 from hub.errors import ErrorCode, HubError, conflict
+from tests.conftest import eventually, running_actor_tasks
 
 
 class Counter(Actor):
@@ -42,17 +43,32 @@ class Counter(Actor):
                 raise conflict("no")
             case "crash":
                 raise RuntimeError("bug")
-            case ("sleep", seconds):
-                await asyncio.sleep(seconds)
-                return "slept"
+            case ("wait", asyncio.Event() as started, asyncio.Event() as release):
+                started.set()
+                await release.wait()
+                return "released"
         raise AssertionError(msg)
 
 
 @pytest.fixture
-def directory():
+async def directory():
     Counter.starts = 0
     d: Directory[Counter] = Directory(Counter, crash_limit=2, crash_window=60)
     yield d
+    await d.aclose()  # a test that failed half-way leaks no actor
+
+
+async def stopped(directory: Directory[Counter]) -> None:
+    """Until the directory has seen its actors stop (their tasks' done callbacks ran)."""
+    await eventually(lambda: len(directory) == 0, what="the actor's exit")
+
+
+async def blocked(actor: Counter) -> tuple[asyncio.Task[Any], asyncio.Event]:
+    """A turn that runs until the returned event is set."""
+    started, release = asyncio.Event(), asyncio.Event()
+    task = asyncio.create_task(actor.ask(("wait", started, release)))
+    await started.wait()
+    return task, release
 
 
 async def test_turns_are_serialized(directory) -> None:
@@ -77,7 +93,7 @@ async def test_crash_fails_caller_and_next_use_reactivates(directory) -> None:
     with pytest.raises(HubError) as exc:
         await first.ask("crash")
     assert exc.value.code == ErrorCode.INTERNAL_ERROR
-    await asyncio.sleep(0)
+    await stopped(directory)
     assert not first.alive and first.stopped is StopReason.FAILED
     second = directory.get("a")
     assert second is not first
@@ -90,7 +106,7 @@ async def test_an_actor_that_cannot_start_is_refused_fast(directory) -> None:
     for _ in range(2):
         with pytest.raises(HubError):  # ActorDeadError, or the fence already
             await directory.ask("broken", ("add", 1))
-        await asyncio.sleep(0)
+        await stopped(directory)
     with pytest.raises(ActorUnavailable) as exc:
         directory.get("broken")
     assert exc.value.headers() == {"Retry-After": "60"}
@@ -105,7 +121,7 @@ async def test_no_message_can_fence_an_actor(directory) -> None:
         with pytest.raises(HubError) as exc:
             await directory.ask("a", "crash")
         assert exc.value.code == ErrorCode.INTERNAL_ERROR
-        await asyncio.sleep(0)
+        await stopped(directory)
     assert directory.crash_looping() == []
     assert await directory.ask("a", ("add", 1)) == 1
     await directory.aclose()
@@ -117,31 +133,32 @@ async def test_a_start_refused_for_now_is_not_a_crash(directory) -> None:
         with pytest.raises(HubError) as exc:
             await directory.ask("database-away", ("add", 1))
         assert exc.value.code == ErrorCode.SERVICE_UNAVAILABLE and exc.value.message == "database away"
-        await asyncio.sleep(0)
+        await stopped(directory)
     assert directory.crash_looping() == [] and directory.crash_count == 0
     await directory.aclose()
 
 
 async def test_full_mailbox_is_a_fast_503(directory) -> None:
     actor = directory.get("a")
-    slow = [asyncio.create_task(actor.ask(("sleep", 0.2)))]
-    await asyncio.sleep(0.01)  # that one is running; four more fill the mailbox
-    slow += [asyncio.create_task(actor.ask(("sleep", 0.01))) for _ in range(4)]
-    await asyncio.sleep(0)
+    running, release = await blocked(actor)  # that one is running; four more fill the mailbox
+    queued = [asyncio.create_task(actor.ask(("add", 1))) for _ in range(4)]
+    await eventually(lambda: actor.depth == 4, what="a full mailbox")
     with pytest.raises(HubError) as exc:
         await actor.ask(("add", 1))
     assert exc.value.code == ErrorCode.SERVICE_UNAVAILABLE and exc.value.temporary
-    assert await asyncio.gather(*slow) == ["slept"] * 5
+    release.set()
+    assert await running == "released"
+    assert sorted(await asyncio.gather(*queued)) == [1, 2, 3, 4]  # the refused one never ran
     await directory.aclose()
 
 
 async def test_timeout_answers_busy_and_skips_the_abandoned_message(directory) -> None:
     actor = directory.get("a")
-    blocker = asyncio.create_task(actor.ask(("sleep", 0.2)))
-    await asyncio.sleep(0.01)
+    blocker, release = await blocked(actor)
     with pytest.raises(HubError) as exc:
         await actor.ask(("add", 1), timeout=0.05)
     assert exc.value.code == ErrorCode.SERVICE_UNAVAILABLE
+    release.set()
     await blocker
     assert await actor.ask(("add", 10)) == 10  # the abandoned add never ran
     await directory.aclose()
@@ -152,8 +169,8 @@ async def test_idle_actors_are_passivated_and_come_back(directory) -> None:
     await actor.ask(("add", 1))
     directory.idle_seconds = 0
     assert directory.reap() == 1
-    await asyncio.sleep(0.01)
-    assert actor.stopped is StopReason.IDLE and len(directory) == 0
+    await eventually(lambda: actor.stopped is StopReason.IDLE, what="passivation")
+    assert len(directory) == 0
     assert await directory.ask("a", ("add", 1)) == 1
     await directory.aclose()
 
@@ -161,7 +178,7 @@ async def test_idle_actors_are_passivated_and_come_back(directory) -> None:
 async def test_shutdown_drains_queued_messages_then_refuses(directory) -> None:
     actor = directory.get("a")
     pending = [asyncio.create_task(actor.ask(("add", 1))) for _ in range(3)]
-    await asyncio.sleep(0)
+    await asyncio.sleep(0)  # one pass of the loop: each task posts its message (no waiting on time)
     await directory.aclose()
     assert sorted(await asyncio.gather(*pending)) == [1, 2, 3]
     assert actor.stopped is StopReason.SHUTDOWN
@@ -169,3 +186,11 @@ async def test_shutdown_drains_queued_messages_then_refuses(directory) -> None:
         await actor.ask(("add", 1))
     with pytest.raises(HubError):
         directory.get("a")
+
+
+async def test_running_actor_tasks_are_found(directory) -> None:
+    """What the autouse fixture (tests/conftest.py) fails a leaking test with."""
+    await directory.ask("leaky", ("add", 1))
+    assert running_actor_tasks() == ["actor:leaky"]
+    await directory.aclose()
+    assert running_actor_tasks() == []

@@ -10,7 +10,7 @@ from datetime import datetime, timedelta
 
 import aiohttp
 
-from tests.conftest import slot_at
+from tests.conftest import eventually, metric, slot_at
 
 
 async def _patients(api, n: int) -> list:
@@ -99,22 +99,19 @@ async def test_change_in_another_process_reaches_this_one(api, clinic, hubs) -> 
         async with session.post(f"{other}/api/appointments", headers=clinic.other_patient.headers, json={
                 "dentist_id": clinic.dentist_id, "appointment_date": start, "appointment_type": "checkup"}) as resp:
             assert resp.status == 201
-    for _ in range(100):  # through LISTEN/NOTIFY, typically within milliseconds
+
+    async def available() -> bool:
         status, slots = await api.get(slots_url, clinic.patient)
-        if not next(s for s in slots if datetime.fromisoformat(s["start"]) == datetime.fromisoformat(start))["available"]:
-            break
-        await asyncio.sleep(0.02)
-    else:
-        raise AssertionError("the booking made in another process never reached this one")
+        return next(s for s in slots if datetime.fromisoformat(s["start"]) == datetime.fromisoformat(start))["available"]
+
+    async def taken() -> bool:
+        return not await available()
+
+    # Through LISTEN/NOTIFY, typically within milliseconds.
+    await eventually(taken, what="the booking made in another process reaching this one")
     # SQL typed by hand reaches the actor the same way.
     await api.pool.execute("UPDATE appointments SET status = 'cancelled' WHERE dentist_id = $1", clinic.dentist_id)
-    for _ in range(100):
-        status, slots = await api.get(slots_url, clinic.patient)
-        if next(s for s in slots if datetime.fromisoformat(s["start"]) == datetime.fromisoformat(start))["available"]:
-            break
-        await asyncio.sleep(0.02)
-    else:
-        raise AssertionError("a cancellation made with SQL never reached the actor")
+    await eventually(available, what="a cancellation made with SQL reaching the actor")
 
 
 async def test_three_processes_every_subscriber_gets_every_event_once(api, clinic, hubs) -> None:
@@ -160,7 +157,5 @@ async def test_three_processes_every_subscriber_gets_every_event_once(api, clini
             async with session.get(f"{url}/metrics") as resp:
                 assert resp.status == 200
                 text = await resp.text()
-            for line in text.splitlines():
-                if line.startswith('hub_booking_appointments_total{change="created"}'):
-                    created += float(line.split()[-1])
+            created += metric(text, "hub_booking_appointments_total", change="created")
     assert created == 20

@@ -127,6 +127,7 @@ _COUNT = re.compile(r'^hub_http_request_duration_seconds_count\{method="(\w+)",r
 
 
 @pytest.mark.skipif(ST is None, reason="schemathesis is not installed (it is in the test extras)")
+@pytest.mark.timeout(300)  # a thousand generated requests, a minute on a loaded machine
 async def test_schemathesis_finds_no_server_error(scratch_dsn: str, tmp_path: Path) -> None:
     con = await db.connect(scratch_dsn)
     admin = await users.create_user(con, email="st@test.example", full_name="Fuzz Admin", roles=("admin",))

@@ -12,7 +12,7 @@ import pytest
 from hub import protocol
 from hub.auth import issue_token
 from hub.client import RealtimeClient, ReplyError
-from tests.conftest import SECRET, slot_at
+from tests.conftest import SECRET, eventually, slot_at
 from tests.test_realtime import base, book, connect, drain_until
 from web.app import REALTIME
 
@@ -53,14 +53,6 @@ class SupabaseLike:
         await self.session.close()
 
 
-async def until(check, timeout: float = 5.0, every: float = 0.05):
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not (result := await check()):
-        assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
-        await asyncio.sleep(every)
-    return result
-
-
 async def test_a_rejoin_without_versions_gets_what_it_missed(api, clinic, hubs) -> None:
     """Connected to one process, gone while two bookings commit, back on another
     process: the missed events arrive in order, each with its version."""
@@ -74,7 +66,7 @@ async def test_a_rejoin_without_versions_gets_what_it_missed(api, clinic, hubs) 
         assert seen["new"]["id"] == first["id"]
         await client.drop()
         # the cursor is saved when the channel ends, off the delivery path
-        await until(lambda: api.pool.fetchval(
+        await eventually(lambda: api.pool.fetchval(
             "SELECT away FROM realtime_cursors WHERE user_id = $1 AND topic = $2", clinic.patient.id, topic[9:]))
         missed = [await book(api, clinic.patient, clinic, slot_at(days=30, hour=h)) for h in (10, 11)]
 
@@ -102,7 +94,7 @@ async def test_a_first_visit_replays_nothing_and_anon_has_no_cursor(api, clinic)
             await client.broadcasts("slot_booked", 1, timeout=0.5)
         await anon.drop()
         await client.drop()
-        await until(lambda: api.pool.fetchval("SELECT count(*) FROM realtime_cursors WHERE topic = $1",
+        await eventually(lambda: api.pool.fetchval("SELECT count(*) FROM realtime_cursors WHERE topic = $1",
                                               f"availability:dentist_id={clinic.dentist_id}"))
         assert await api.pool.fetchval("SELECT count(DISTINCT user_id) FROM realtime_cursors WHERE topic = $1",
                                        f"availability:dentist_id={clinic.dentist_id}") == 1
@@ -127,12 +119,12 @@ async def test_two_tabs_share_a_cursor_without_losing_the_absent_ones_events(api
         await away.join(topic)
         await away.drop()
         cursor = "SELECT version, away, updated_at FROM realtime_cursors WHERE user_id = $1 AND topic = $2"
-        before = await until(lambda: api.pool.fetchrow(cursor, clinic.patient.id, topic[9:]))
+        before = await eventually(lambda: api.pool.fetchrow(cursor, clinic.patient.id, topic[9:]))
         assert before["away"] == 1
         missed = [await book(api, clinic.other_patient, clinic, slot_at(days=32, hour=h)) for h in (9, 10)]
         await stay.broadcasts("slot_booked", 2)
         # the open tab's periodic save lands, and must not carry the cursor past the absent tab
-        after = await until(lambda: _later(api, cursor, clinic.patient.id, topic[9:], before["updated_at"]))
+        after = await eventually(lambda: _later(api, cursor, clinic.patient.id, topic[9:], before["updated_at"]))
         assert (after["version"], after["away"]) == (before["version"], 1)
         await away.join(topic)
         got = await away.broadcasts("slot_booked", 2)
@@ -196,7 +188,7 @@ async def test_role_changes_through_the_api_reach_other_processes(api, clinic, h
                 return True
             except ReplyError:
                 return False
-        await until(joined, timeout=1.0)
+        await eventually(joined, timeout=1.0)
     finally:
         await client.close()
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import time
 import uuid
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -16,7 +15,7 @@ import pytest
 
 from hub.config import ConfigError, Settings, reminder_offsets
 from services import reminders
-from tests.conftest import Api, Databases, make_dentist, slot_at
+from tests.conftest import Api, Databases, eventually, make_dentist, slot_at
 from tests.test_calendar import next_dst_sundays
 from web import create_app
 
@@ -110,11 +109,12 @@ async def test_reminders_due_while_down_go_out_at_start(api: Api, clinic: Any, s
     await pool.execute("UPDATE public.appointment_reminders SET due_at = now() - interval '10 minutes' "
                        "WHERE appointment_id = $1", booked)
     await aiohttp_client(create_app(dataclasses.replace(settings, reminder_poll_seconds=60)))  # back up
-    deadline = time.monotonic() + 10
-    while await pool.fetchval("SELECT status FROM public.appointment_reminders WHERE appointment_id = $1",
-                              booked) != "sent":
-        assert time.monotonic() < deadline, "the reminder was not sent after the restart"
-        await asyncio.sleep(0.05)
+
+    async def sent() -> bool:
+        return await pool.fetchval("SELECT status FROM public.appointment_reminders WHERE appointment_id = $1",
+                                   booked) == "sent"
+
+    await eventually(sent, timeout=10, what="the reminder's sending after the restart")
 
 
 async def test_offsets_are_validated_and_replanned(pool: asyncpg.Pool) -> None:

@@ -19,23 +19,6 @@ from tests.conftest import ALL_DAY, SECRET, HubProcesses
 from tests.test_presence import presence_until
 from web.presence import PRESENCE_PERIOD
 
-pgserver = pytest.importorskip("pgserver", reason="the embedded PostgreSQL wheel is needed to own a server to restart")
-
-
-@pytest.fixture
-def private_server(tmp_path: Path):
-    """A PostgreSQL of this test's own, which it may restart."""
-    server = pgserver.get_server(tmp_path / "pg", cleanup_mode="delete")
-    yield server
-    server.cleanup()
-
-
-def restart(server) -> None:
-    from pgserver._commands import pg_ctl
-
-    pg_ctl(["-w", "-m", "fast", "restart"], pgdata=server.pgdata, user=server.system_user, timeout=60)
-
-
 async def prepare(dsn: str) -> tuple[uuid.UUID, uuid.UUID, uuid.UUID]:
     """The schema, an admin, a patient and a dentist: (admin, patient, dentist)."""
     con = await db.connect(dsn)
@@ -48,8 +31,8 @@ async def prepare(dsn: str) -> tuple[uuid.UUID, uuid.UUID, uuid.UUID]:
     return admin, patient, dentist
 
 
-async def test_database_restart_loses_no_event(private_server, tmp_path: Path) -> None:
-    dsn = private_server.get_uri()
+async def test_database_restart_loses_no_event(cluster, tmp_path: Path) -> None:
+    dsn = cluster.dsn
     admin, patient, dentist = await prepare(dsn)
     hubs = HubProcesses(dsn, tmp_path)
     [url] = await hubs.start(1)
@@ -65,7 +48,7 @@ async def test_database_restart_loses_no_event(private_server, tmp_path: Path) -
         con = await db.connect(dsn)
         made.append(await con.fetchval(insert, patient, dentist, first))
         await con.close()
-        await asyncio.get_running_loop().run_in_executor(None, restart, private_server)
+        await asyncio.get_running_loop().run_in_executor(None, cluster.restart)
         # Committed right after the restart, before the hub's listener is back: no NOTIFY reaches it.
         con = await db.connect(dsn)
         for i in range(1, 6):
@@ -86,10 +69,10 @@ async def test_database_restart_loses_no_event(private_server, tmp_path: Path) -
         hubs.stop()
 
 
-async def test_presence_converges_after_a_database_restart(private_server, tmp_path: Path) -> None:
+async def test_presence_converges_after_a_database_restart(cluster, tmp_path: Path) -> None:
     """A track made while the listeners reconnect may lose its NOTIFY; the
     announcements (at once on reconnect, else every period) repair it."""
-    dsn = private_server.get_uri()
+    dsn = cluster.dsn
     admin, patient, _ = await prepare(dsn)
     hubs = HubProcesses(dsn, tmp_path)
     first, second = await hubs.start(2)
@@ -100,7 +83,7 @@ async def test_presence_converges_after_a_database_restart(private_server, tmp_p
         a, b = one.channel("realtime:lobby", presence={"key": "one"}), two.channel("realtime:lobby")
         await a.join()
         await b.join()
-        await asyncio.get_running_loop().run_in_executor(None, restart, private_server)
+        await asyncio.get_running_loop().run_in_executor(None, cluster.restart)
         await a.push("presence", {"type": "presence", "event": "track", "payload": {"client": "one"}})
         await presence_until(b, {}, lambda s: str(admin) in s, timeout=PRESENCE_PERIOD + 10)
     finally:

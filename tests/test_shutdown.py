@@ -11,7 +11,7 @@ import uuid
 import aiohttp
 
 from hub.client import RealtimeClient
-from tests.conftest import slot_at
+from tests.conftest import eventually, slot_at
 
 
 async def test_sigterm_under_load_loses_nothing(api, clinic, hubs) -> None:
@@ -42,12 +42,13 @@ async def test_sigterm_under_load_loses_nothing(api, clinic, hubs) -> None:
 
     async with aiohttp.ClientSession() as session:
         load = [asyncio.create_task(patient_loop(i, session)) for i in range(len(patients))]
-        await asyncio.sleep(1.0)
+        await eventually(lambda: len(acknowledged) >= 15, timeout=15, what="bookings before the SIGTERM")
         began = time.monotonic()
         proc_a.send_signal(signal.SIGTERM)
         exit_code = await asyncio.get_running_loop().run_in_executor(None, proc_a.wait, 15)
         took = time.monotonic() - began
-        await asyncio.sleep(1.0)
+        after = len(acknowledged)
+        await eventually(lambda: len(acknowledged) >= after + 10, timeout=15, what="bookings on the survivor")
         stop.set()
         await asyncio.gather(*load)
     assert exit_code == 0 and took < 10, (exit_code, took)

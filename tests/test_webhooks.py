@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 import msgspec
 import pytest
@@ -16,7 +16,7 @@ from standardwebhooks.webhooks import Webhook
 from hub import netguard
 from hub.config import Settings
 from services import webhooks
-from tests.conftest import Api, Databases, assert_error, slot_at
+from tests.conftest import Api, Databases, assert_error, eventually, slot_at
 from web import create_app
 
 
@@ -77,18 +77,6 @@ class Receiver:
             self.hold.set()
         assert self._runner is not None
         await self._runner.cleanup()
-
-
-async def until(check: Callable[[], Awaitable[bool] | bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if not isinstance(result, bool):
-            result = await result
-        if result:
-            return
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.02)
 
 
 async def register(api: Api, admin: Any, receiver: Receiver, events: list[str]) -> dict[str, Any]:
@@ -171,7 +159,7 @@ async def test_booking_events_arrive_signed_in_order_through_retries(api: Api, c
         assert status == 200
         expected = ["hold.created", "hold.released", "appointment.created", "appointment.updated",
                     "appointment.cancelled"]
-        await until(lambda: len(flaky.accepted) >= 5 and len(steady.accepted) >= 5)
+        await eventually(lambda: len(flaky.accepted) >= 5 and len(steady.accepted) >= 5, timeout=10)
         assert [p["type"] for p in steady.accepted] == expected
         assert [p["type"] for p in flaky.accepted] == expected
         assert [p["id"] for p in flaky.accepted] == [p["id"] for p in steady.accepted]  # one webhook-id per event
@@ -194,7 +182,7 @@ async def test_booking_events_arrive_signed_in_order_through_retries(api: Api, c
         status, replayed = await api.post(
             f"/api/webhooks/{flaky_ep['id']}/deliveries/{first['id']}/replay", clinic.admin)
         assert status == 202 and replayed["replay_of"] == first["id"], replayed
-        await until(lambda: len(flaky.accepted) == 6)
+        await eventually(lambda: len(flaky.accepted) == 6, timeout=10)
         assert flaky.accepted[-1]["id"] == flaky.accepted[0]["id"]
         status, body = await api.post(f"/api/webhooks/{flaky_ep['id']}/deliveries/999999999/replay", clinic.admin)
         assert_error(status, body, 404, "NOT_FOUND")
@@ -203,7 +191,7 @@ async def test_booking_events_arrive_signed_in_order_through_retries(api: Api, c
         status, body = await api.put(f"/api/availability/{clinic.dentist_id}?force=true", clinic.admin,
                                      json={"slot_minutes": 15})
         assert status == 200, body
-        await until(lambda: any(p["type"] == "availability.updated" for p in steady.accepted))
+        await eventually(lambda: any(p["type"] == "availability.updated" for p in steady.accepted), timeout=10)
 
 
 async def test_a_hung_receiver_never_slows_bookings(api: Api, clinic: Any) -> None:
@@ -218,10 +206,10 @@ async def test_a_hung_receiver_never_slows_bookings(api: Api, clinic: Any) -> No
                 "appointment_type": "checkup"})
             assert status == 201, body
             booked.append(body["id"])
-        await until(lambda: len(receiver.requests) == 1)  # the receiver holds the first delivery
+        await eventually(lambda: len(receiver.requests) == 1, timeout=10)  # the receiver holds the first delivery
         assert time.monotonic() - started < 5
         receiver.hold.set()
-        await until(lambda: len(receiver.accepted) == 3)
+        await eventually(lambda: len(receiver.accepted) == 3, timeout=10)
         assert [p["data"]["id"] for p in receiver.accepted] == booked
 
 
@@ -231,7 +219,7 @@ async def test_two_processes_deliver_each_event_once_in_order(api: Api, clinic: 
     async with Receiver() as receiver:
         await register(api, clinic.admin, receiver, ["reminder.due"])
         await emit(api, 20)
-        await until(lambda: len(receiver.accepted) == 20)
+        await eventually(lambda: len(receiver.accepted) == 20, timeout=10)
         assert [p["data"]["n"] for p in receiver.accepted] == list(range(20))
         assert len(set(receiver.requests)) == len(receiver.requests) == 20
 
@@ -249,7 +237,7 @@ async def test_failing_endpoint_is_disabled_and_admins_told(api: Api, clinic: An
             return not await api.pool.fetchval("SELECT enabled FROM public.webhook_endpoints WHERE id = $1",
                                                endpoint["id"])
 
-        await until(disabled)
+        await eventually(disabled, timeout=10)
         status, got = await api.get(f"/api/webhooks/{endpoint['id']}", clinic.admin)
         assert got["enabled"] is False and "in a row failed" in got["disabled_reason"]
         status, told = await api.get("/api/notifications", clinic.admin)
@@ -263,7 +251,7 @@ async def test_failing_endpoint_is_disabled_and_admins_told(api: Api, clinic: An
         status, got = await api.request("PATCH", f"/api/webhooks/{endpoint['id']}", clinic.admin,
                                         json={"enabled": True})
         assert status == 200 and got["enabled"] is True and got["consecutive_failures"] == 0
-        await until(lambda: len(receiver.accepted) == 1)
+        await eventually(lambda: len(receiver.accepted) == 1, timeout=10)
         assert receiver.accepted[0]["data"] == {"n": 2}
 
 
@@ -281,7 +269,7 @@ async def test_delivery_time_check_refuses_a_name_that_turned_private(api: Api, 
                 "SELECT count(*) FROM public.webhook_attempts a JOIN public.webhook_deliveries d "
                 "ON d.id = a.delivery_id WHERE d.endpoint_id = $1 AND a.error LIKE 'refused:%'", endpoint["id"]))
 
-        await until(refused)
+        await eventually(refused, timeout=10)
         assert receiver.requests == []
 
 

@@ -9,8 +9,12 @@ import time
 
 import aiohttp
 import asyncpg
+import pytest
 
 from tests.faults.conftest import make_clinic
+
+# A cluster and hub processes of its own to start, and load around the fault: more than the default.
+pytestmark = pytest.mark.timeout(300)
 
 ATTEMPTS = 10_000
 SLOTS = 50

@@ -12,11 +12,15 @@ import uuid
 
 import aiohttp
 import asyncpg
+import pytest
 
 from hub.auth import issue_token
 from hub.client import RealtimeClient
-from tests.conftest import SECRET
+from tests.conftest import SECRET, eventually
 from tests.faults.conftest import Load, Proxy, health_of, make_clinic, verify_bookings
+
+# A cluster and hub processes of its own to start, and load around the fault: more than the default.
+pytestmark = pytest.mark.timeout(300)
 
 WORKERS = 6
 
@@ -59,7 +63,7 @@ async def test_a_process_cut_off_from_the_database(cluster, hubs) -> None:
     try:
         async with aiohttp.ClientSession() as session:
             tasks = [asyncio.create_task(booker(session)) for _ in range(WORKERS)]
-            await asyncio.sleep(1.5)
+            await eventually(lambda: len(load.acked) >= 20, timeout=30, what="bookings before the cut")
             await proxy.cut()
             cut_at = time.monotonic()
             # It says why within seconds, while the other stays healthy.

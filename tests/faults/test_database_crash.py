@@ -11,11 +11,15 @@ import uuid
 
 import aiohttp
 import asyncpg
+import pytest
 
 from hub.auth import issue_token
 from hub.client import RealtimeClient
-from tests.conftest import SECRET
+from tests.conftest import SECRET, eventually
 from tests.faults.conftest import Load, health_of, make_clinic, verify_bookings
+
+# A cluster and hub processes of its own to start, and load around the fault: more than the default.
+pytestmark = pytest.mark.timeout(300)
 
 OUTAGE = 5.0
 WORKERS = 6
@@ -63,7 +67,7 @@ async def test_database_killed_under_load(cluster, hubs) -> None:
     async with aiohttp.ClientSession() as session:
         tasks = [asyncio.create_task(booker(session, w)) for w in range(WORKERS)]
         watcher = asyncio.create_task(watch(session))
-        await asyncio.sleep(2.0)  # load before the fault
+        await eventually(lambda: len(load.acked) >= 20, timeout=30, what="bookings before the fault")
         killed = time.monotonic()
         cluster.kill()
         await asyncio.sleep(OUTAGE)  # the outage itself

@@ -16,6 +16,9 @@ import pytest
 
 from tests.faults.conftest import make_clinic
 
+# A cluster and hub processes of its own to start, and load around the fault: more than the default.
+pytestmark = pytest.mark.timeout(300)
+
 PDF = b"%PDF-1.4\n" + b"x" * (1024 * 1024)
 
 

@@ -10,8 +10,13 @@ import time
 import uuid
 
 import aiohttp
+import pytest
 
+from tests.conftest import eventually
 from tests.faults.conftest import Load, make_clinic, verify_bookings
+
+# A cluster and hub processes of its own to start, and load around the fault: more than the default.
+pytestmark = pytest.mark.timeout(300)
 
 WORKERS = 8
 
@@ -37,13 +42,13 @@ async def test_worker_killed_under_load(cluster, hubs) -> None:
 
     async with aiohttp.ClientSession() as session:
         tasks = [asyncio.create_task(booker(session, w)) for w in range(WORKERS)]
-        await asyncio.sleep(2.0)  # load before the fault
+        await eventually(lambda: len(load.acked) >= 20, timeout=30, what="bookings before the fault")
         before = len(load.acked)
         victim = hubs.procs[0]
         victim.send_signal(signal.SIGKILL)
         killed = time.monotonic()
         victim.wait(10)
-        await asyncio.sleep(2.0)  # load after it, on the survivor
+        await eventually(lambda: len(load.acked) >= before + 20, timeout=30, what="bookings on the survivor")
         stop.set()
         await asyncio.gather(*tasks)
 
