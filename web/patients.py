@@ -12,8 +12,9 @@ from typing import Annotated, Any
 import msgspec
 from aiohttp import web
 
-from hub import errors, policy, users
+from hub import errors, policy
 from hub.auth import Principal
+from services import users
 from web._http import POOL, created, json, path_id, principal, query, read
 from web.book import managed_dentists
 
