@@ -71,6 +71,11 @@ async def init_connection(con: asyncpg.Connection) -> None:
 DATA_ERRORS = (asyncpg.DataError, UnicodeEncodeError)
 
 
+# Every error a database call raises that comes from the database or the link
+# to it rather than from our code's logic: background loops log these and retry.
+ERRORS = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError)
+
+
 def unavailable(exc: BaseException) -> bool:
     """The database is away or cannot take us now (restart, crash recovery, a
     lost connection, too many connections, a timeout): nothing to do with the

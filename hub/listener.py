@@ -98,7 +98,7 @@ class Listener:
                         await asyncio.wait_for(lost.wait(), self._keepalive)
                     except TimeoutError:
                         await con.fetchval("SELECT 1", timeout=self._keepalive)
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
+            except db.ERRORS as exc:
                 log.warning("event listener lost the database (%s); retrying in %.1fs", exc or type(exc).__name__,
                             backoff)
             finally:

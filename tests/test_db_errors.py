@@ -77,3 +77,10 @@ async def test_a_query_between_a_fatal_and_the_close_is_the_database_away(dsn: s
         assert error is not None and error.code is ErrorCode.SERVICE_UNAVAILABLE, caught.value
     finally:
         con.terminate()
+
+
+@pytest.mark.parametrize("exc", AWAY, ids=lambda e: f"{type(e).__name__}:{e}"[:60])
+def test_background_loops_retry_on_the_database_away(exc: BaseException) -> None:
+    """The listener, sweeper, feed, webhooks and reminders catch db.ERRORS and
+    retry; anything else ends their loop."""
+    assert isinstance(exc, db.ERRORS)
