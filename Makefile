@@ -40,6 +40,7 @@ run: install
 	$(BIN)/hub serve --migrate --demo --workers $(WORKERS)
 
 test: install js browser pgbouncer
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -rs $(PYTEST_ARGS)
 
 clean:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import dataclasses
 import uuid
 from datetime import date, datetime
-from typing import Any
 
 _frozen = dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
 
@@ -99,6 +98,3 @@ class ExpireHolds:
 class Sync:
     """Another process (or psql) committed up to `version`: catch up and publish."""
     version: int
-
-
-Message = Any

@@ -12,7 +12,7 @@ import dataclasses
 import re
 from datetime import date, datetime, time, timedelta, timezone
 from types import MappingProxyType
-from typing import Any, Iterable, Iterator, Mapping
+from typing import Any, Iterable, Mapping
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 UTC = timezone.utc
@@ -57,10 +57,6 @@ def parse_ranges(text: str, field: str = "hours") -> Ranges:
             raise ScheduleError(f"{field}: ranges must be in order and must not overlap", field)
         ranges.append((start, end))
     return tuple(ranges)
-
-
-def format_ranges(ranges: Iterable[tuple[int, int]]) -> str:
-    return ",".join(f"{s // 60:02d}:{s % 60:02d}-{e // 60:02d}:{e % 60:02d}" for s, e in ranges)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -119,12 +115,6 @@ class Schedule:
             parsed[day] = parse_ranges(hours or "", field)
         days = frozenset(d if isinstance(d, date) else date.fromisoformat(d) for d in closures)
         return cls(timezone, weekly, slot_minutes, MappingProxyType(parsed), days, min_notice_minutes, horizon_days)
-
-    def to_json(self) -> dict[str, str]:
-        return {day: format_ranges(r) for day, r in zip(WEEKDAYS, self.weekly) if r}
-
-    def overrides_json(self) -> dict[str, str]:
-        return {d.isoformat(): format_ranges(r) for d, r in sorted(self.overrides.items())}
 
     def _ranges(self, day: date) -> Ranges:
         if day in self.closures:
@@ -194,14 +184,14 @@ class Schedule:
         if reason is not None:
             raise ScheduleError(reason, "slot_time")
 
-    def slots(self, day_from: date, day_to: date, *, now: datetime, busy: Any = None,
-              duration_minutes: int | None = None, buffer_minutes: int = 0) -> list[Slot]:
+    def slots(self, day_from: date, day_to: date, *, now: datetime,
+              duration_minutes: int | None = None) -> list[Slot]:
         """Every grid slot of the local dates day_from..day_to, available when the
-        rules allow it and `busy` (anything with overlaps(start, end)) has no overlap."""
+        schedule's rules (hours, notice, horizon) allow it; the dentist actor
+        marks what appointments and holds take."""
         if day_from <= date.min or day_to >= date.max - timedelta(days=1):  # the next day must exist
             raise ScheduleError("dates must lie inside the calendar", "date")
         length = timedelta(minutes=duration_minutes or self.slot_minutes)
-        blocked = length + timedelta(minutes=buffer_minutes)
         out = []
         day = day_from
         while day <= day_to:
@@ -212,9 +202,7 @@ class Schedule:
             for begin, end in intervals:
                 at = begin
                 while at + step <= end:
-                    ok = (earliest <= at <= latest and at + length <= end
-                          and not (busy is not None and busy.overlaps(at, at + blocked)))
-                    out.append(Slot(at, at + length, ok))
+                    out.append(Slot(at, at + length, earliest <= at <= latest and at + length <= end))
                     at += step
             day += timedelta(days=1)
         return out
@@ -248,10 +236,6 @@ class IntervalSet:
 
     def __contains__(self, key: object) -> bool:
         return key in self._by_key
-
-    def __iter__(self) -> Iterator[tuple[Any, datetime, datetime]]:
-        for start, key in zip(self._starts, self._keys):
-            yield key, start, self._by_key[key][1]
 
     def get(self, key: Any) -> tuple[datetime, datetime] | None:
         return self._by_key.get(key)

@@ -1,5 +1,7 @@
-"""The hub: configuration, auth, errors, database, migrations, realtime plumbing.
+"""The core: configuration, errors, auth, database, migrations, events, wire protocol, metrics.
 
-Layout: `hub/` is the core the other packages build on; `actors/` holds the
-per-dentist actors; `web/` the HTTP and WebSocket front; `sql/` the schema.
+Layers, each importing only those below it (enforced by `lint-imports`, see
+docs/ARCHITECTURE.md): `web` (HTTP, socket, console, MCP) > `services`
+(booking, feed, listener, ...) > `actors` (the actor runtime and the dentist's
+rules) > `hub`. `hub/cli.py` is the composition root and may import them all.
 """

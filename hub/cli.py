@@ -15,9 +15,10 @@ from typing import Any, Awaitable, Callable
 
 import asyncpg
 
-from hub import db, demo, logs, metrics, migrate, users
+from hub import db, logs, metrics, migrate
 from hub.auth import APP_ROLES, JWT_ROLES, issue_token
 from hub.config import ConfigError, Settings
+from services import demo, users
 
 log = logging.getLogger("hub.cli")
 

@@ -18,13 +18,13 @@ import asyncio
 import contextlib
 import itertools
 import logging
-import uuid
 from typing import Any, AsyncIterator, Callable
 
 import aiohttp
 
 from hub import protocol
 from hub.protocol import Message
+from hub.tasks import Tasks
 
 log = logging.getLogger("hub.client")
 
@@ -182,17 +182,16 @@ class RealtimeClient:
                 async with self._session.ws_connect(self.url, autoping=True, max_msg_size=0) as ws:
                     self._ws = ws
                     delay = 0.1
-                    beat = asyncio.create_task(self._heartbeat())
-                    reader = asyncio.create_task(self._read(ws))
+                    connection = Tasks("realtime-client")  # what this connection started ends with it
                     try:
+                        connection.spawn(self._heartbeat(), "heartbeat")
                         for channel in list(self._channels.values()):
                             if channel.joined or channel.join_ref is not None:
-                                asyncio.create_task(self._rejoin(channel))
+                                connection.spawn(self._rejoin(channel), f"rejoin {channel.topic}")
                         self.connected.set()
-                        await reader
+                        await self._read(ws)
                     finally:
-                        beat.cancel()
-                        reader.cancel()
+                        await connection.aclose()
                     self.close_code = ws.close_code
             except (aiohttp.ClientError, OSError) as exc:
                 log.info("realtime connection failed: %s", exc)
@@ -235,7 +234,3 @@ class RealtimeClient:
             channel = self._channels.get(msg.topic)
             if channel is not None:
                 channel._dispatch(msg)
-
-
-def new_idempotency_key() -> str:
-    return uuid.uuid4().hex

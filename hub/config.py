@@ -46,7 +46,7 @@ class Settings:
     db_pool_max: int = 10
     db_timeout: float = 5.0
     max_body_bytes: int = 1024 * 1024
-    # Booking rules (issue 3); here so every module reads one object.
+    # Booking rules; here so every module reads one object.
     hold_ttl_seconds: int = 300
     hold_max_age_seconds: int = 1800
     max_holds_per_patient: int = 3

@@ -44,22 +44,26 @@ def _timed(name: str) -> Any:
 
 class TimedConnection(asyncpg.Connection):
     """Times every query for hub_db_query_duration_seconds. (asyncpg's own
-    query logger does this too, but measured ~0.1 ms a query, a third of a
-    booking's CPU.)"""
+    query logger could, but it builds a record per query: too dear on the
+    booking path, docs/BENCHMARKS.md.)"""
 
 
 for _name in ("execute", "executemany", "fetch", "fetchrow", "fetchval"):
     setattr(TimedConnection, _name, _timed(_name))
 
 
-# Server process ids of this process's own connections: a NOTIFY sent by one
-# of them is (almost always) a write this process's actor publishes itself.
+# Server process ids of this process's open connections: a NOTIFY sent by one
+# of them is (almost always) a write this process's actor publishes itself. A
+# connection's id leaves when it closes, so pools that recycle connections
+# do not grow the set (and a reused id is not mistaken for ours).
 BACKENDS: set[int] = set()
 
 
 async def init_connection(con: asyncpg.Connection) -> None:
     """Decode json/jsonb with msgspec: faster than the stdlib, and one encoder for the whole hub."""
-    BACKENDS.add(con.get_server_pid())
+    pid = con.get_server_pid()
+    BACKENDS.add(pid)
+    con.add_termination_listener(lambda _: BACKENDS.discard(pid))
     await con.set_type_codec("jsonb", schema="pg_catalog", encoder=_jsonb_encode,
                              decoder=_jsonb_decode, format="binary")
     await con.set_type_codec("json", schema="pg_catalog", encoder=lambda v: _encode(v).decode(),

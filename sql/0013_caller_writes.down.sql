@@ -27,7 +27,15 @@ LANGUAGE plpgsql SET search_path = public AS $$
 DECLARE
   _row public.appointments;
   _claims text := _a ->> 'claims';
+  _refused text;
 BEGIN
+  IF _a ? 'caps' THEN
+    _refused := public.hub_appointment_cap((_a ->> 'patient_id')::uuid, _dentist, (_a ->> 'start')::timestamptz,
+                                           NULL, _a -> 'caps');
+    IF _refused IS NOT NULL THEN
+      RETURN jsonb_build_object('refused', _refused);
+    END IF;
+  END IF;
   IF _claims IS NOT NULL THEN
     PERFORM set_config('request.jwt.claims', _claims, true), set_config('role', 'authenticated', true);
   END IF;
@@ -115,9 +123,11 @@ BEGIN
   IF _result ? 'refused' THEN
     RETURN _result;  -- nothing was written
   END IF;
+  -- The patient hears of what someone else did to their appointment.
   INSERT INTO public.notifications (user_id, kind, title, body, data)
   SELECT (n ->> 'user_id')::uuid, n ->> 'kind', n ->> 'title', n ->> 'body', n -> 'data'
   FROM jsonb_array_elements(coalesce(_args -> 'notices', '[]')) n;
+  -- The first answer to an Idempotency-Key, committed with the write itself.
   IF _idem IS NOT NULL THEN
     INSERT INTO public.idempotency_keys (user_key, key, request_hash, status, response)
     VALUES (_idem ->> 'user_key', _idem ->> 'key', _idem ->> 'request_hash', 201, _result);

@@ -16,9 +16,10 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 import pytest
 
-from hub import db, migrate, users
+from hub import db, migrate
 from hub.auth import issue_token
 from hub.config import ROOT, Settings
+from services import users
 from web import create_app
 from web._http import POOL
 

@@ -8,7 +8,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from hub.sweeper import sweep_once
+from services.sweeper import sweep_once
 from tests.conftest import assert_error, eventually, metric, slot_at
 from web import create_app
 from tests.conftest import Api

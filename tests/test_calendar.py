@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo
 
 import icalendar
 
-from hub import ical
+from services import ical
 from tests.conftest import Api, assert_error, make_dentist
 
 BERLIN = ZoneInfo("Europe/Berlin")

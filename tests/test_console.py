@@ -355,7 +355,7 @@ async def test_the_live_socket_is_one_per_page(api, clinic, browser) -> None:
 async def test_the_demo_clinic_looks_like_a_real_morning(aiohttp_client, settings, browser) -> None:
     """The demo `make run` creates, drawn: several dentists' day, a week, a patient panel (the README's
     screenshots, written with SCREENSHOTS=1)."""
-    from hub import demo
+    from services import demo
     from tests.conftest import Api
     from web import create_app
 

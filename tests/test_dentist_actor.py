@@ -16,10 +16,10 @@ from prometheus_client import REGISTRY
 from actors.batch import GroupCommit
 from actors.dentist import DentistActor, Rules
 from actors.messages import Book, GetSlots, Hold, ReleaseHold, Sync
-from hub import users
 from hub.catalog import Catalog
 from hub.errors import ErrorCode, HubError
 from hub.events import Event
+from services import users
 from tests.conftest import ALL_DAY, eventually
 
 UTC = timezone.utc

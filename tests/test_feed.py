@@ -1,6 +1,6 @@
 """The feed sends each committed event once, in version order: a backlog read
 from realtime_events in slices with the rest of the process running between
-them (hub/feed.py SLICE), a gap filled from the log, a duplicate dropped."""
+them (services/feed.py SLICE), a gap filled from the log, a duplicate dropped."""
 
 from __future__ import annotations
 
@@ -9,9 +9,10 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from hub import db, events, feed, users
+from hub import db, events
 from hub.events import Event
-from hub.pubsub import PubSub
+from services import feed, users
+from services.pubsub import PubSub
 from tests.conftest import eventually
 
 

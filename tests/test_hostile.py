@@ -16,8 +16,9 @@ from urllib.parse import quote
 import aiohttp
 import pytest
 
-from hub import db, users
+from hub import db
 from hub.auth import issue_token
+from services import users
 from tests.conftest import ALL_DAY, SECRET, HubProcesses, slot_at
 
 DEEP = "[" * 10_000 + "]" * 10_000

@@ -19,10 +19,11 @@ import aiohttp
 import asyncpg
 import pytest
 
-from hub import db, migrate, users
+from hub import db, migrate
 from hub.auth import issue_token
 from hub.client import RealtimeClient
 from hub.config import ROOT
+from services import users
 from tests.conftest import ALL_DAY, SECRET, Databases, HubProcesses, free_port, slot_at
 
 PGBOUNCER = shutil.which("pgbouncer") or next(

@@ -13,8 +13,8 @@ from zoneinfo import ZoneInfo
 import asyncpg
 import pytest
 
-from hub import reminders
 from hub.config import ConfigError, Settings, reminder_offsets
+from services import reminders
 from tests.conftest import Api, Databases, eventually, make_dentist, slot_at
 from tests.test_calendar import next_dst_sundays
 from web import create_app

@@ -10,10 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from hub import db, migrate, users
+from hub import db, migrate
 from hub.auth import issue_token
 from hub.client import RealtimeClient
 from hub.config import ROOT
+from services import users
 from tests.conftest import ALL_DAY, SECRET, HubProcesses
 from tests.test_presence import presence_until
 from web.presence import PRESENCE_PERIOD

@@ -10,7 +10,8 @@ import asyncpg
 import msgspec
 import pytest
 
-from hub import db, users
+from hub import db
+from services import users
 
 
 async def _as(con: asyncpg.Connection, user_id: uuid.UUID | None, query: str, *args):

@@ -14,8 +14,9 @@ from typing import Any
 import jwt
 import pytest
 
-from hub import db, users
+from hub import db
 from hub.auth import Claims, Principal, issue_token
+from services import users
 from tests.conftest import ALL_DAY, SECRET, Api
 
 
@@ -130,7 +131,7 @@ async def test_profile_and_notifications_read_under_claims(world: World) -> None
 async def test_a_booking_bug_cannot_book_for_another_patient(world: World, monkeypatch) -> None:
     """Let the application accept a patient naming someone else as the patient:
     the insert runs under the caller's claims, and the policy refuses it."""
-    from hub import booking
+    from services import booking
 
     w = world
     monkeypatch.setattr(booking, "acting_patient", lambda who, patient_id: patient_id or who.user_id)

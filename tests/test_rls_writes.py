@@ -16,10 +16,10 @@ import aiohttp
 import jwt
 import pytest
 
-from hub import booking as booking_module
 from hub.auth import Principal
-from hub.booking import Booking
 from hub.client import RealtimeClient
+from services import booking as booking_module
+from services.booking import Booking
 from tests.conftest import SECRET, Api, Clinic, slot_at
 from tests.test_adopt import clinic_db  # noqa: F401 (a fixture)
 from web.app import REALTIME

@@ -14,8 +14,9 @@ from typing import AsyncIterator
 import aiohttp
 import pytest
 
-from hub import db, users
+from hub import db
 from hub.auth import issue_token
+from services import users
 from tests.conftest import SECRET, HubProcesses
 
 CONNECTIONS = 6

@@ -9,7 +9,8 @@ from datetime import datetime, timedelta, timezone
 
 import msgspec
 
-from hub import db, users
+from hub import db
+from services import users
 
 
 async def _setup(con):

@@ -13,9 +13,9 @@ from typing import Any
 import aiohttp
 import pytest
 
-from hub import users
 from hub.auth import issue_token
 from hub.client import RealtimeClient
+from services import users
 from tests.conftest import SECRET, Api, assert_error, make_dentist, slot_at
 
 DAYS = 3

@@ -13,8 +13,9 @@ import pytest
 from aiohttp import web
 from standardwebhooks.webhooks import Webhook
 
-from hub import netguard, webhooks
+from hub import netguard
 from hub.config import Settings
+from services import webhooks
 from tests.conftest import Api, Databases, assert_error, eventually, slot_at
 from web import create_app
 

@@ -9,13 +9,14 @@ import asyncpg
 import msgspec
 from aiohttp import web
 
-from hub import errors, users
+from hub import errors
 from hub.auth import Principal, bearer, verify_token
-from hub.booking import Booking
 from hub.config import Settings
 from hub.keys import Keys
+from services import users
+from services.booking import Booking
+from services.waitlist import Waitlist
 from web.limits import LIMITS as RATE_LIMITS
-from hub.waitlist import Waitlist
 
 SETTINGS = web.AppKey("settings", Settings)
 POOL = web.AppKey("pool", asyncpg.Pool)

@@ -21,7 +21,7 @@ from aiohttp import web
 from hub import errors
 from hub.auth import Principal, verify_token
 from hub.errors import HubError
-from hub.webhooks import EVENT_TYPES
+from services.webhooks import EVENT_TYPES
 from web._http import KEYS, POOL, PRINCIPALS, SETTINGS, json, principal
 from web.book import clinic_zone
 

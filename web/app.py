@@ -16,20 +16,22 @@ from aiohttp import web
 from actors.batch import GroupCommit
 from actors.dentist import DentistActor, Rules
 from actors.directory import Directory
-from hub import db, metrics, migrate, reminders, users
+from hub import db, metrics, migrate
 from hub.auth import verify_token
-from hub.booking import Booking
 from hub.catalog import Catalog
 from hub.config import Settings
 from hub.errors import HTTP_STATUS, ErrorCode, HubError
-from hub.feed import Feed
 from hub.keys import Keys
-from hub.listener import Listener
-from hub.pubsub import PubSub
-from hub.sweeper import sweep_forever
-from hub.webhooks import WebhookWorker
+from hub.tasks import Tasks
+from services import reminders, users
+from services.booking import Booking
+from services.feed import Feed
+from services.listener import Listener
+from services.pubsub import PubSub
+from services.sweeper import sweep_forever
+from services.waitlist import Waitlist
+from services.webhooks import WebhookWorker
 from web.realtime import Realtime
-from hub.waitlist import Waitlist
 from web import (admin, appointments, availability, book, calendar, clinic, health, limits, mcp, notifications,
                  openapi, patients, profiles, relay, waitlist, webhooks)
 from web._http import BOOKING, KEYS, POOL, PRINCIPALS, REQUEST_ID, SETTINGS, USER_ID, WAITLIST, json
@@ -123,18 +125,6 @@ REALTIME = web.AppKey("realtime", Realtime)
 _decode_ref = msgspec.json.Decoder(dict[str, str]).decode
 
 
-def _supervised(coro: Awaitable[None], name: str) -> asyncio.Task[None]:
-    """A background loop that must not die silently."""
-    task = asyncio.create_task(coro, name=name)
-
-    def done(t: asyncio.Task[None]) -> None:
-        if not t.cancelled() and t.exception() is not None:
-            log.critical("background task %s died", name, exc_info=t.exception())
-
-    task.add_done_callback(done)
-    return task
-
-
 async def _actors(app: web.Application) -> AsyncIterator[None]:
     """Actors, the event listener and housekeeping; stopped before the pool closes."""
     settings, pool = app[SETTINGS], app[POOL]
@@ -164,8 +154,8 @@ async def _actors(app: web.Application) -> AsyncIterator[None]:
     def notified(con: Any, pid: int, channel: str, payload: str) -> None:
         try:
             ref = _decode_ref(payload)
-            asyncio.get_running_loop().create_task(
-                realtime.on_notification(uuid.UUID(ref["id"]), uuid.UUID(ref["user_id"])))
+            realtime.tasks.spawn(realtime.on_notification(uuid.UUID(ref["id"]), uuid.UUID(ref["user_id"])),
+                                 "notification")
         except (msgspec.DecodeError, KeyError, ValueError):
             log.warning("ignored a malformed hub_notifications payload")
 
@@ -175,20 +165,22 @@ async def _actors(app: web.Application) -> AsyncIterator[None]:
     listener.extra_channels["hub_webhooks"] = webhook_worker.wake
     metrics.track(lambda: (pool.get_size(), pool.get_idle_size()), lambda: len(directory),
                   lambda: len(realtime.sessions))
-    tasks = [_supervised(listener.run(), "listener"), _supervised(directory.reap_forever(), "reaper"),
-             _supervised(sweep_forever(pool, retention_hours=settings.event_retention_hours), "sweeper"), _supervised(_expire_tokens(realtime), "tokens"),
-             *[_supervised(loop, name) for name, loop in realtime.background()],
-             _supervised(_shed_when_cut_off(listener, realtime), "cut-off"),
-             _supervised(webhook_worker.run(), "webhooks"), _supervised(reminders.run(pool, settings), "reminders")]
+    loops = Tasks("hub")  # the process's singletons: each logged if it dies, all cancelled at shutdown
+    for name, loop in [("listener", listener.run()), ("reaper", directory.reap_forever()),
+                       ("sweeper", sweep_forever(pool, retention_hours=settings.event_retention_hours)),
+                       ("tokens", _expire_tokens(realtime)), *realtime.background(),
+                       ("cut-off", _shed_when_cut_off(listener, realtime)), ("webhooks", webhook_worker.run()),
+                       ("reminders", reminders.run(pool, settings))]:
+        loops.spawn(loop, name)
     try:  # serve only once events from other processes can reach us
         await asyncio.wait_for(listener.ready.wait(), 10)
     except TimeoutError:
         log.warning("event listener not connected after 10s; serving anyway, /health says so")
     yield
     await directory.aclose(timeout=8)
-    for task in tasks:
-        task.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
+    await loops.aclose()
+    await realtime.tasks.aclose()
+    await feed.aclose()
 
 
 CUT_OFF_AFTER = 3.0  # seconds without the event listener before sockets are sent elsewhere

@@ -13,7 +13,7 @@ import aiohttp
 from aiohttp import BodyPartReader, web
 
 from hub import db, errors
-from hub.booking import AppointmentFilters, CancelDTO, CreateAppointmentDTO, UpdateAppointmentDTO
+from services.booking import AppointmentFilters, CancelDTO, CreateAppointmentDTO, UpdateAppointmentDTO
 from web._http import BOOKING, POOL, SETTINGS, created, json, path_id, principal, query, read
 
 routes = web.RouteTableDef()

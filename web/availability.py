@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from hub.booking import AvailabilityDTO, ReserveDTO, SlotsQuery
+from services.booking import AvailabilityDTO, ReserveDTO, SlotsQuery
 from web._http import BOOKING, created, json, path_id, principal, query, read
 
 routes = web.RouteTableDef()

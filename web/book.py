@@ -23,7 +23,7 @@ from aiohttp import web
 from actors.schedule import Schedule, ScheduleError
 from hub import errors
 from hub.auth import Principal
-from hub.booking import SlotsQuery
+from services.booking import SlotsQuery
 from web._http import BOOKING, POOL, SETTINGS, json, principal, query
 
 routes = web.RouteTableDef()

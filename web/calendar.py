@@ -14,7 +14,8 @@ from typing import Literal
 import msgspec
 from aiohttp import web
 
-from hub import errors, ical
+from hub import errors
+from services import ical
 from web._http import POOL, SETTINGS, json, own_user, path_id, principal, read
 
 routes = web.RouteTableDef()

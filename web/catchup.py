@@ -31,6 +31,7 @@ from typing import Callable, Iterable
 
 import asyncpg
 
+from hub.aio import wait_event
 from web.session import Channel
 
 log = logging.getLogger("hub.realtime")
@@ -147,8 +148,7 @@ class Cursors:
         last = loop.time()
         try:
             while True:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), max(last + self.every - loop.time(), 0))
+                await wait_event(self._wake, last + self.every - loop.time())
                 self._wake.clear()
                 if loop.time() >= last + self.every:
                     last = loop.time()

@@ -13,7 +13,7 @@ from typing import Any
 import msgspec
 
 from hub import errors
-from hub.booking import Booking, CreateAppointmentDTO, ReserveDTO, SlotsQuery, UpdateAppointmentDTO
+from services.booking import Booking, CreateAppointmentDTO, ReserveDTO, SlotsQuery, UpdateAppointmentDTO
 from web.session import Channel
 
 

@@ -25,10 +25,10 @@ import msgspec
 
 from hub import db, errors, events, metrics, protocol
 from hub.auth import Principal, verify_token
-from hub.booking import Booking
 from hub.errors import HubError
 from hub.protocol import Message
-from hub.users import Principals
+from services.booking import Booking
+from services.users import Principals
 from web import channels
 from web.bindings import check_cap as check_bindings_cap
 from web.catchup import positions

@@ -18,9 +18,9 @@ from aiohttp import web
 
 from hub import errors
 from hub.auth import Principal
-from hub.booking import (AppointmentFilters, AwareDatetime, CancelDTO, CreateAppointmentDTO, ReserveDTO, SlotsQuery,
+from services.booking import (AppointmentFilters, AwareDatetime, CancelDTO, CreateAppointmentDTO, ReserveDTO, SlotsQuery,
                          TypeName, UpdateAppointmentDTO)
-from hub.waitlist import WaitlistDTO
+from services.waitlist import WaitlistDTO
 from web._http import BOOKING, WAITLIST
 
 IdempotencyKey = Annotated[str, msgspec.Meta(min_length=1, max_length=200, description=(

@@ -14,11 +14,11 @@ from aiohttp import web
 
 from actors import dentist_sql as rows
 from actors.dentist_sql import SlotReservation
-from hub.booking import (AppointmentFilters, AvailabilityDTO, CancelDTO, CreateAppointmentDTO, ReserveDTO, SlotsQuery,
-                         Status, UpdateAppointmentDTO, WeeklyHours)
 from hub.errors import ErrorCode
+from services.booking import (AppointmentFilters, AvailabilityDTO, CancelDTO, CreateAppointmentDTO, ReserveDTO, SlotsQuery,
+                         Status, UpdateAppointmentDTO, WeeklyHours)
+from services.waitlist import WaitlistDTO, WaitlistFilters
 from web import calendar, webhooks
-from hub.waitlist import WaitlistDTO, WaitlistFilters
 from web.book import BookQuery
 from web.clinic import AppointmentTypeDTO, Closure
 from web.notifications import Page

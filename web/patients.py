@@ -12,8 +12,9 @@ from typing import Annotated, Any
 import msgspec
 from aiohttp import web
 
-from hub import errors, users
+from hub import errors
 from hub.auth import Principal
+from services import users
 from web._http import POOL, created, json, path_id, principal, query, read
 
 routes = web.RouteTableDef()

@@ -23,6 +23,7 @@ from typing import Any, Awaitable, Callable
 import msgspec
 
 from hub import errors, protocol
+from hub.aio import wait_event
 from hub.protocol import Message
 from web.session import Channel
 
@@ -264,8 +265,7 @@ class Presence:
                         log.warning("could not relay presence to the other hub processes: %s", exc)
                     continue
                 self._wake.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), min([self._next_round, *self._expires.values()]) - now)
+                await wait_event(self._wake, min([self._next_round, *self._expires.values()]) - now)
         finally:  # stopping: our presences leave now, not PRESENCE_MISSED periods later
             gone = msgspec.json.encode(_State(self.origin, 0, True, PRESENCE_PERIOD, [])).decode()
             with contextlib.suppress(*self._db_errors):

@@ -12,8 +12,9 @@ from aiohttp import web
 from msgspec import UNSET, UnsetType
 
 from actors.schedule import Schedule, ScheduleError
-from hub import db, errors, users
+from hub import db, errors
 from hub.auth import require_role
+from services import users
 from web._http import POOL, PRINCIPALS, json, own_user, path_id, principal, read
 
 routes = web.RouteTableDef()

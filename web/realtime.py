@@ -25,12 +25,13 @@ from aiohttp import web
 
 from hub import db, errors, metrics, protocol
 from hub.auth import verify_token
-from hub.booking import Booking
 from hub.events import Event
 from hub.keys import Keys
-from hub.listener import Listener
 from hub.protocol import Message
-from hub.users import Principals
+from hub.tasks import Tasks
+from services.booking import Booking
+from services.listener import Listener
+from services.users import Principals
 from web.bindings import BindingIndex
 from web.catchup import Cursors
 from web.commands import COMMANDS
@@ -62,10 +63,9 @@ class Realtime:
         self._booking = booking
         self.slow_disconnects = 0
         self.heartbeat_timeout = 60.0  # seconds of client silence before a socket is closed (web/session.py)
-        self.delivered = 0
         self._latencies: dict[int, int] = {}  # event id -> ms from commit to the last local hand-off
         self._unflushed: list[Session] = []  # sessions with frames for the next flush (flush_soon)
-        self._tasks: set[asyncio.Task[None]] = set()  # re-authorizations under way
+        self.tasks = Tasks("realtime", expected=DB_ERRORS)  # re-authorizations, closing handshakes
 
     # ---- fan-out ---------------------------------------------------------
 
@@ -83,7 +83,6 @@ class Realtime:
         sent = 0
         for channel in targets:
             sent += channel.deliver(event, cache)
-        self.delivered += sent
         metrics.MESSAGES.inc(sent)
         if targets:
             lag = (datetime.now(timezone.utc) - event.created_at).total_seconds() * 1000
@@ -161,7 +160,7 @@ class Realtime:
         on("hub_presence", self.presence.on_relayed)
         on("hub_roles", self._on_roles)
         listener.on_connect.append(self.presence.request)
-        listener.on_connect.append(lambda: self._spawn(self.joins.recheck_all()))
+        listener.on_connect.append(lambda: self.tasks.spawn(self.joins.recheck_all()))
 
     def background(self) -> list[tuple[str, Coroutine[Any, Any, None]]]:
         return [("latencies", self.record_latencies()), ("presence", self.presence.relay()),
@@ -176,18 +175,7 @@ class Realtime:
             log.warning("ignored a malformed hub_roles payload: %.100s", payload)
             return
         self.joins.principals.forget(user_id)
-        self._spawn(self.joins.roles_changed(user_id))
-
-    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.get_running_loop().create_task(work)
-        self._tasks.add(task)
-        task.add_done_callback(self._done)
-
-    def _done(self, task: asyncio.Task[None]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None and \
-                not isinstance(task.exception(), DB_ERRORS):
-            log.error("realtime task failed", exc_info=task.exception())
+        self.tasks.spawn(self.joins.roles_changed(user_id))
 
     # ---- sessions ----------------------------------------------------------
 
@@ -227,7 +215,11 @@ class Realtime:
     def leave(self, channel: Channel, ended: bool = True) -> None:
         """Unsubscribe; `ended`: the client is gone, so save where it was (a
         rejoin on the same socket takes over instead)."""
-        self._by_topic.get(channel.topic.canonical, set()).discard(channel)
+        subscribers = self._by_topic.get(channel.topic.canonical)
+        if subscribers is not None:
+            subscribers.discard(channel)
+            if not subscribers:  # topics are the clients' choice: keep only those with subscribers
+                del self._by_topic[channel.topic.canonical]
         self._bindings.remove(channel)
         self.presence.untrack(channel)
         if ended:

@@ -37,12 +37,10 @@ class Close(NamedTuple):
     reason: str
 
 
-# Close codes. 1012 and 4008 mean "reconnect (elsewhere) and resume by version";
-# 4001 means "get a new token first"; 1008/1009 mean "fix the client".
-GOING_AWAY = Close(1001, "server shutting down")
-POLICY = Close(1008, "protocol violation")
+# The close codes the hub sends. 1012 and 4008 mean "reconnect (elsewhere) and
+# resume by version"; 1000 after silence means the client stopped heartbeating.
+# (aiohttp itself closes with 1009 on a frame over MAX_FRAME, web/realtime.py.)
 RESTART = Close(1012, "service restart: reconnect and resume")
-UNAUTHORIZED = Close(4001, "token expired or invalid")
 SLOW = Close(4008, "slow consumer: reconnect and resume")
 SILENT = Close(1000, "no message within the heartbeat timeout")
 
@@ -181,10 +179,9 @@ class Session:
         self._closing = True
         self.close_code = close.code
         metrics.DISCONNECTS.labels(str(close.code)).inc()
-        loop = asyncio.get_running_loop()
-        loop.create_task(self._close(close))
+        self.realtime.tasks.spawn(self._close(close), "close")
         # A peer that stopped reading never lets the close frame out: cut it off.
-        loop.call_later(CLOSE_GRACE, self._abort)
+        asyncio.get_running_loop().call_later(CLOSE_GRACE, self._abort)
 
     async def _close(self, close: Close) -> None:
         self.flush()  # what was already accepted goes out before the close frame

@@ -1,10 +1,10 @@
-"""WaitlistController: join, list, leave, decline an offer (hub/waitlist.py)."""
+"""WaitlistController: join, list, leave, decline an offer (services/waitlist.py)."""
 
 from __future__ import annotations
 
 from aiohttp import web
 
-from hub.waitlist import WaitlistDTO, WaitlistFilters
+from services.waitlist import WaitlistDTO, WaitlistFilters
 from web._http import WAITLIST, created, json, path_id, principal, query, read
 
 routes = web.RouteTableDef()

@@ -13,9 +13,10 @@ from typing import Annotated, Any, Literal
 import msgspec
 from aiohttp import web
 
-from hub import errors, webhooks
+from hub import errors
 from hub.auth import require_role
 from hub.netguard import RefusedAddress, check_target
+from services import webhooks
 from web._http import POOL, SETTINGS, json, paginated, path_id, principal, query, read
 
 routes = web.RouteTableDef()

@@ -18,9 +18,10 @@ import aiohttp
 import asyncpg
 import pytest
 
-from hub import db, migrate, users
+from hub import db, migrate
 from hub.auth import issue_token
 from hub.config import ROOT
+from services import users
 from tests.conftest import ALL_DAY, SECRET, HubProcesses, free_port
 
 

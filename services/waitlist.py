@@ -17,7 +17,7 @@ import msgspec
 from actors import messages as m
 from hub import errors, metrics
 from hub.auth import Principal, acting_patient, require_user
-from hub.booking import Booking, TypeName
+from services.booking import Booking, TypeName
 
 Weekday = Literal["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"]
 TimeRange = Annotated[str, msgspec.Meta(pattern=r"^([01]\d|2[0-3]):[0-5]\d-(([01]\d|2[0-3]):[0-5]\d|24:00)$",

@@ -10,8 +10,8 @@ from typing import Any
 import asyncpg
 
 from actors.schedule import Schedule
-from hub import users
 from hub.auth import issue_token
+from services import users
 
 DEMO_TTL = 7 * 24 * 3600
 

@@ -23,12 +23,15 @@ from actors.dentist import DentistActor
 from actors.directory import Directory
 from actors.messages import Sync
 from hub import db
+from hub.aio import wait_event
 from hub.catalog import Catalog
-from hub.feed import Feed
+from hub.tasks import Tasks
+from services.feed import Feed
 
 log = logging.getLogger("hub.listener")
 
 _decode = msgspec.json.Decoder(dict[str, Any]).decode
+DB_ERRORS = db.ERRORS
 OWN_GRACE = 0.05  # seconds an own write's actor has to publish before the feed reads the log
 
 
@@ -46,6 +49,7 @@ class Listener:
         self.connected = False
         self.reconnects = 0
         self.ready = asyncio.Event()  # set once the first LISTEN is in place
+        self._tasks = Tasks("listener", expected=DB_ERRORS)  # catalog reloads, ended with run()
 
     def _on_event(self, con: Any, pid: int, channel: str, payload: str) -> None:
         try:
@@ -62,7 +66,7 @@ class Listener:
             log.warning("ignored a malformed hub_events payload: %.200s", payload)
 
     def _on_catalog(self, con: Any, pid: int, channel: str, payload: str) -> None:
-        asyncio.get_running_loop().create_task(self._catalog.load(self._pool))
+        self._tasks.spawn(self._catalog.load(self._pool), "catalog")
 
     async def _resync(self) -> None:
         """After (re)connecting: tell each live actor where its dentist is now."""
@@ -76,6 +80,13 @@ class Listener:
             self._directory.tell_if_live(str(row["id"]), Sync(version=row["version"]))
 
     async def run(self) -> None:
+        """LISTEN until cancelled, reconnecting; work a notification started ends with it."""
+        try:
+            await self._listen()
+        finally:
+            await self._tasks.aclose()
+
+    async def _listen(self) -> None:
         backoff = 0.2
         while True:
             con: asyncpg.Connection | None = None
@@ -93,12 +104,9 @@ class Listener:
                     callback()
                 self.ready.set()
                 backoff = 0.2
-                while not lost.is_set():
-                    try:
-                        await asyncio.wait_for(lost.wait(), self._keepalive)
-                    except TimeoutError:
-                        await con.fetchval("SELECT 1", timeout=self._keepalive)
-            except db.ERRORS as exc:
+                while not await wait_event(lost, self._keepalive):
+                    await con.fetchval("SELECT 1", timeout=self._keepalive)
+            except DB_ERRORS as exc:
                 log.warning("event listener lost the database (%s); retrying in %.1fs", exc or type(exc).__name__,
                             backoff)
             finally:

@@ -32,6 +32,7 @@ import asyncpg
 import msgspec
 
 from hub import db, metrics
+from hub.aio import wait_event
 from hub.config import Settings
 from hub.netguard import GuardedResolver, RefusedAddress, check_url, refusal
 
@@ -167,10 +168,7 @@ class WebhookWorker:
                     except DB_ERRORS as exc:
                         log.warning("webhook worker cannot reach the database (%s); retrying in %.1fs", exc, pause)
                         wait, pause = pause, min(pause * 2, 30.0)
-                    try:
-                        await asyncio.wait_for(self._wake.wait(), wait)
-                    except TimeoutError:
-                        pass
+                    await wait_event(self._wake, wait)
             finally:
                 await self._stop()
 

@@ -19,7 +19,8 @@ import asyncpg
 
 from hub import db, events
 from hub.events import Event
-from hub.pubsub import PubSub
+from hub.tasks import Tasks
+from services.pubsub import PubSub
 
 log = logging.getLogger("hub.feed")
 
@@ -41,6 +42,7 @@ class Feed:
         self.started: datetime | None = None
         self._wanted: dict[uuid.UUID, int] = {}
         self._filling: dict[uuid.UUID, asyncio.Task[None]] = {}
+        self._tasks = Tasks("feed")
 
     def last_version(self, dentist_id: uuid.UUID) -> int | None:
         return self._last.get(dentist_id)
@@ -62,8 +64,12 @@ class Feed:
         if last is not None and version <= last:
             return
         self._wanted[dentist_id] = max(self._wanted.get(dentist_id, 0), version)
-        if dentist_id not in self._filling:
-            self._filling[dentist_id] = asyncio.get_running_loop().create_task(self._fill(dentist_id))
+        if dentist_id not in self._filling and (task := self._tasks.spawn(self._fill(dentist_id), "fill")):
+            self._filling[dentist_id] = task
+
+    async def aclose(self) -> None:
+        """Stop reading missed events (shutdown); later notices are ignored."""
+        await self._tasks.aclose()
 
     def known(self) -> list[uuid.UUID]:
         return list(self._last)
