@@ -243,7 +243,7 @@ class DentistActor(Changes, Actor):
                                           self._rules.waitlist_offer_minutes) if found else None
 
             done = await self._write(offer)
-        except (HubError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError):
+        except (HubError, *db.ERRORS):
             log.warning("waitlist offer pass failed for dentist %s", self.dentist_id, exc_info=True)
             return
         if done is not None:

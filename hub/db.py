@@ -75,14 +75,28 @@ async def init_connection(con: asyncpg.Connection) -> None:
 DATA_ERRORS = (asyncpg.DataError, UnicodeEncodeError)
 
 
+# Every error a database call raises that comes from the database or the link
+# to it rather than from our code's logic: background loops log these and retry.
+ERRORS = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError)
+
+
 def unavailable(exc: BaseException) -> bool:
     """The database is away or cannot take us now (restart, crash recovery, a
     lost connection, too many connections, a timeout): nothing to do with the
-    request, and worth retrying, unlike a bug or a refused value."""
+    request, and worth retrying, unlike a bug or a refused value.
+
+    One asyncpg error says so only by its text: when a server process ends an
+    idle session (a FATAL such as "terminating connection due to unexpected
+    postmaster exit"), asyncpg takes the unsolicited error as a protocol fault
+    and waits for a ReadyForQuery that never comes, so a query issued before
+    the socket's close is read fails with InternalClientError "cannot switch
+    to state N; another operation (2) is in progress" (MagicStack/asyncpg#784,
+    #1069)."""
     return isinstance(exc, (OSError, TimeoutError, asyncpg.PostgresConnectionError,
                             asyncpg.exceptions.OperatorInterventionError,
                             asyncpg.exceptions.InsufficientResourcesError)) \
-        or (isinstance(exc, asyncpg.InterfaceError) and ("closed" in str(exc) or "closing" in str(exc)))
+        or (isinstance(exc, asyncpg.InterfaceError) and ("closed" in str(exc) or "closing" in str(exc))) \
+        or (isinstance(exc, asyncpg.InternalClientError) and str(exc).startswith("cannot switch to state"))
 
 
 def as_hub_error(exc: BaseException) -> errors.HubError | None:

@@ -17,7 +17,7 @@ from datetime import datetime
 
 import asyncpg
 
-from hub import events
+from hub import db, events
 from hub.events import Event
 from hub.tasks import Tasks
 from services.pubsub import PubSub
@@ -99,7 +99,7 @@ class Feed:
                     if loop.time() > until:
                         await asyncio.sleep(0)
                         until = loop.time() + SLICE
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
+        except db.ERRORS as exc:
             log.warning("could not read missed events of %s: %s (the listener retries on reconnect)",
                         dentist_id, exc)
         finally:

@@ -31,7 +31,7 @@ from services.feed import Feed
 log = logging.getLogger("hub.listener")
 
 _decode = msgspec.json.Decoder(dict[str, Any]).decode
-DB_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError)
+DB_ERRORS = db.ERRORS
 OWN_GRACE = 0.05  # seconds an own write's actor has to publish before the feed reads the log
 
 

@@ -20,11 +20,11 @@ from datetime import timedelta
 
 import asyncpg
 
-from hub import metrics
+from hub import db, metrics
 from hub.config import Settings
 
 log = logging.getLogger("hub.reminders")
-DB_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError)
+DB_ERRORS = db.ERRORS
 _UNIT = {"d": (1, 0), "h": (0, 60), "m": (0, 1)}
 
 

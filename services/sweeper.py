@@ -8,6 +8,8 @@ import logging
 
 import asyncpg
 
+from hub import db
+
 log = logging.getLogger("hub.sweeper")
 
 # Holds past expiry by more than the grace: their own actor would have freed them.
@@ -38,5 +40,5 @@ async def sweep_forever(pool: asyncpg.Pool, every: float = 5.0, retention_hours:
         try:
             if count := await sweep_once(pool, retention_hours=retention_hours):
                 log.info("released %d orphaned holds", count)
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
+        except db.ERRORS as exc:
             log.warning("sweep failed: %s", exc)

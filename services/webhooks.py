@@ -31,7 +31,7 @@ import aiohttp
 import asyncpg
 import msgspec
 
-from hub import metrics
+from hub import db, metrics
 from hub.aio import wait_event
 from hub.config import Settings
 from hub.netguard import GuardedResolver, RefusedAddress, check_url, refusal
@@ -42,7 +42,7 @@ log = logging.getLogger("hub.webhooks")
 # one adds it here and calls public.webhook_emit(type, data) in its transaction.
 EVENT_TYPES = ("appointment.created", "appointment.updated", "appointment.cancelled", "hold.created",
                "hold.released", "hold.expired", "availability.updated", "waitlist.offered", "reminder.due")
-DB_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError)
+DB_ERRORS = db.ERRORS
 MAX_BACKOFF = 3600.0
 _encode = msgspec.json.encode
 

@@ -43,7 +43,7 @@ from web.session import RESTART, Channel, Session
 log = logging.getLogger("hub.realtime")
 
 MAX_FRAME = 64 * 1024
-DB_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError)
+DB_ERRORS = db.ERRORS
 
 
 class Realtime:
