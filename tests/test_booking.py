@@ -426,3 +426,20 @@ async def test_notice_and_horizon_are_per_dentist(api, clinic) -> None:
     status, body = await api.post("/api/appointments", clinic.patient, json={
         "dentist_id": clinic.dentist_id, "appointment_date": slot_at(days=12), "appointment_type": "checkup"})
     assert "horizon of 10 days" in assert_error(status, body, 400, "VALIDATION_ERROR")["message"]
+
+
+async def test_the_longest_type_can_be_held_and_booked(api, clinic) -> None:
+    """A hold covers the type's duration plus its buffer: 480 + 120 minutes at most (schemathesis found a 500)."""
+    status, kind = await api.put("/api/appointment-types/full_day_surgery", clinic.admin,
+                                 json={"duration_minutes": 480, "buffer_minutes": 120})
+    assert status == 200, kind
+    when = slot_at(days=6, hour=6)
+    status, hold = await api.post(f"/api/availability/{clinic.dentist_id}/reservations", clinic.patient,
+                                  json={"slot_time": when, "appointment_type": "full_day_surgery"})
+    assert status == 201, hold
+    assert hold["duration_minutes"] == 600
+    status, appt = await api.post("/api/appointments", clinic.patient, json={
+        "dentist_id": clinic.dentist_id, "appointment_date": when, "appointment_type": "full_day_surgery",
+        "reservation_id": hold["id"]})
+    assert status == 201, appt
+    assert (appt["duration_minutes"], appt["buffer_minutes"]) == (480, 120)
