@@ -337,7 +337,9 @@ async def main(args: argparse.Namespace) -> None:
         print("  hub counters:", await hub_counters(url), flush=True)
         await throughput(dsn, ws_url, watcher, dentists[0], patients[0], args.subscribers, args.seconds)
         print("  hub counters:", await hub_counters(url), flush=True)
-        await memory(proc.pid, ws_url, watcher, dentists[0], args.idle)
+        # A user the hub has not seen: a first visit (the watcher would rejoin from its
+        # catch-up cursor and replay what it missed, docs/REALTIME.md).
+        await memory(proc.pid, ws_url, issue_token(SECRET, uuid.uuid4(), ttl=3600), dentists[0], args.idle)
     finally:
         proc.terminate()
         proc.wait(15)

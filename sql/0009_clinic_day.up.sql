@@ -155,18 +155,27 @@ CREATE INDEX appointment_reminders_due ON public.appointment_reminders (due_at) 
 
 -- Plan (or re-plan) one appointment's reminders: pending ones are replaced,
 -- sent ones stay as history; a cancelled or finished appointment gets none.
+-- When each reminder of an appointment starting at _start falls due: `Nd` is
+-- the same local time N days before, in the dentist's zone (so 23 or 25 hours
+-- across a clock change), then minus the offset's minutes.
+CREATE FUNCTION public.reminder_times(_start timestamptz, _tz text) RETURNS TABLE (label text, due_at timestamptz)
+LANGUAGE sql STABLE SET search_path = public AS $$
+  SELECT o.label, ((_start AT TIME ZONE _tz) - make_interval(days => o.days)) AT TIME ZONE _tz
+                  - make_interval(mins => o.minutes)
+  FROM public.reminder_offsets o
+$$;
+
+-- Re-plan an existing appointment (a reschedule, a status change, new offsets).
 CREATE FUNCTION public.plan_reminders(_appointment_id uuid) RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = public AS $$
 BEGIN
   DELETE FROM public.appointment_reminders WHERE appointment_id = _appointment_id AND status = 'pending';
   INSERT INTO public.appointment_reminders (appointment_id, label, due_at)
-  SELECT a.id, o.label, due.at
+  SELECT a.id, t.label, t.due_at
   FROM public.appointments a
   JOIN public.dentists d ON d.id = a.dentist_id
-  CROSS JOIN public.reminder_offsets o
-  CROSS JOIN LATERAL (SELECT ((a.appointment_date AT TIME ZONE d.timezone) - make_interval(days => o.days))
-                               AT TIME ZONE d.timezone - make_interval(mins => o.minutes) AS at) due
-  WHERE a.id = _appointment_id AND a.status IN ('pending', 'confirmed') AND due.at > now()
+  CROSS JOIN LATERAL public.reminder_times(a.appointment_date, d.timezone) t
+  WHERE a.id = _appointment_id AND a.status IN ('pending', 'confirmed') AND t.due_at > now()
   ON CONFLICT (appointment_id, label, due_at) DO NOTHING;
 END $$;
 
@@ -177,15 +186,26 @@ CREATE TABLE public.appointment_revisions (
   sequence       integer NOT NULL DEFAULT 0
 );
 
+-- A new appointment is planned from its own row: nothing to delete or re-read
+-- (this runs inside every booking's transaction).
 CREATE FUNCTION public.on_appointment_planned() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = public AS $$
 BEGIN
-  IF TG_OP = 'UPDATE' AND (OLD.appointment_date, OLD.duration_minutes, OLD.status, OLD.appointment_type)
+  IF TG_OP = 'INSERT' THEN
+    IF NEW.status IN ('pending', 'confirmed') THEN
+      INSERT INTO public.appointment_reminders (appointment_id, label, due_at)
+      SELECT NEW.id, t.label, t.due_at
+      FROM public.dentists d CROSS JOIN LATERAL public.reminder_times(NEW.appointment_date, d.timezone) t
+      WHERE d.id = NEW.dentist_id AND t.due_at > now();
+    END IF;
+    RETURN NULL;
+  END IF;
+  IF (OLD.appointment_date, OLD.duration_minutes, OLD.status, OLD.appointment_type)
        IS DISTINCT FROM (NEW.appointment_date, NEW.duration_minutes, NEW.status, NEW.appointment_type) THEN
     INSERT INTO public.appointment_revisions (appointment_id, sequence) VALUES (NEW.id, 1)
     ON CONFLICT (appointment_id) DO UPDATE SET sequence = appointment_revisions.sequence + 1;
   END IF;
-  IF TG_OP = 'INSERT' OR (OLD.appointment_date, OLD.status) IS DISTINCT FROM (NEW.appointment_date, NEW.status) THEN
+  IF (OLD.appointment_date, OLD.status) IS DISTINCT FROM (NEW.appointment_date, NEW.status) THEN
     PERFORM public.plan_reminders(NEW.id);
   END IF;
   RETURN NULL;
@@ -274,5 +294,5 @@ CREATE POLICY appointment_reminders_select ON public.appointment_reminders FOR S
   USING (EXISTS (SELECT 1 FROM public.appointments a WHERE a.id = appointment_id));
 -- The hub's functions are the hub's alone (Supabase's default privileges grant
 -- EXECUTE on new functions to the API roles directly, not only to PUBLIC).
-REVOKE EXECUTE ON FUNCTION public.webhook_emit(text, jsonb), public.plan_reminders(uuid),
+REVOKE EXECUTE ON FUNCTION public.webhook_emit(text, jsonb), public.plan_reminders(uuid), public.reminder_times(timestamptz, text),
   public.send_due_reminders(integer, interval) FROM PUBLIC, anon, authenticated, service_role;
