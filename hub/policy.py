@@ -175,12 +175,20 @@ def sees_row(who: Caller, table: str, row: dict[str, Any] | None) -> bool:
     return p.user_id is not None and _uuid(row.get("patient_id")) == p.user_id
 
 
+def fixed_view(kind: TopicKind | None) -> View | None:
+    """What every event shows on a topic of `kind` whoever the caller is, or
+    None when it depends on the caller and the row (then ask `view`). Asked
+    once per channel, so fan-out makes no decision per frame where none is due."""
+    return View.SLOT if kind == ("availability", "dentist_id") else None
+
+
 def view(who: Caller, kind: TopicKind | None, event: Event) -> View:
     """What of `event` a caller receives on a topic of `kind` (None: their
     postgres_changes bindings). Availability shows everyone the time taken
     or freed; rows go in full only to those who may see them."""
-    if kind == ("availability", "dentist_id"):
-        return View.SLOT
+    fixed = fixed_view(kind)
+    if fixed is not None:
+        return fixed
     if (kind is None or kind[0] == "appointments") and who.sees(event):
         return View.FULL
     return View.NONE
