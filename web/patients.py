@@ -15,7 +15,7 @@ from aiohttp import web
 from hub import errors, policy
 from hub.auth import Principal
 from services import users
-from web._http import POOL, created, json, path_id, principal, query, read
+from web._http import POOL, created, json, paginated, path_id, principal, query, read
 from web.book import managed_dentists
 
 routes = web.RouteTableDef()
@@ -66,10 +66,7 @@ async def search(request: web.Request) -> web.Response:
     text = q.q.strip()
     digits = "".join(c for c in text if c.isdigit()) if len(text) >= 3 else ""
     rows = await request.app[POOL].fetch(_SEARCH, text, _like(text), digits, q.limit, q.offset)
-    total = rows[0]["total"] if rows else 0
-    data = [{k: v for k, v in r.items() if k != "total"} for r in rows]
-    return json({"data": data, "pagination": {"total": total, "limit": q.limit, "offset": q.offset,
-                                              "hasMore": q.offset + len(data) < total}})
+    return json(paginated(rows, q.limit, q.offset))
 
 
 @routes.post("/api/patients")
