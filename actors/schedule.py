@@ -127,11 +127,7 @@ class Schedule:
         end of the gap, an ambiguous fall-back time takes its first occurrence."""
         if minute >= 1440:
             day, minute = day + timedelta(days=1), minute - 1440
-        wall = datetime.combine(day, time(minute // 60, minute % 60))
-        instant = wall.replace(tzinfo=self.zone).astimezone(UTC)
-        if instant.astimezone(self.zone).replace(tzinfo=None) != wall:
-            instant = _gap_end(self.zone, wall)
-        return instant
+        return wall_to_utc(self.zone, datetime.combine(day, time(minute // 60, minute % 60)))
 
     def working_intervals(self, day: date) -> list[tuple[datetime, datetime]]:
         """UTC intervals worked on local date `day` (closures, then overrides, then weekly hours)."""
@@ -206,6 +202,16 @@ class Schedule:
                     at += step
             day += timedelta(days=1)
         return out
+
+
+def wall_to_utc(zone: ZoneInfo, wall: datetime) -> datetime:
+    """A naive local wall time in `zone` as a UTC instant; a time in a
+    spring-forward gap moves to the end of the gap, an ambiguous fall-back
+    time takes its first occurrence."""
+    instant = wall.replace(tzinfo=zone).astimezone(UTC)
+    if instant.astimezone(zone).replace(tzinfo=None) != wall:
+        instant = _gap_end(zone, wall)
+    return instant
 
 
 def _gap_end(zone: ZoneInfo, wall: datetime) -> datetime:

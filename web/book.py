@@ -21,7 +21,7 @@ import asyncpg
 import msgspec
 from aiohttp import web
 
-from actors.schedule import Schedule, ScheduleError
+from actors.schedule import Schedule, ScheduleError, wall_to_utc
 from hub import errors, policy
 from hub.auth import Principal
 from services.booking import SlotsQuery
@@ -87,10 +87,7 @@ def clinic_zone(configured: str | None, dentists: list[dict[str, Any]]) -> str:
 
 def local_midnight(day: date, zone: ZoneInfo) -> datetime:
     """The UTC instant a local day starts (midnight, or the end of a gap that swallows it)."""
-    instant = datetime.combine(day, time(0), zone).astimezone(UTC)
-    while instant.astimezone(zone).date() < day:  # midnight inside a daylight-saving gap
-        instant += timedelta(minutes=15)
-    return instant
+    return wall_to_utc(zone, datetime.combine(day, time(0)))
 
 
 def _schedule(row: dict[str, Any], closures: list[date]) -> Schedule:
