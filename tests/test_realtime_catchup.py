@@ -5,6 +5,7 @@ real hub processes sharing one database."""
 from __future__ import annotations
 
 import asyncio
+import uuid
 
 import aiohttp
 import pytest
@@ -191,4 +192,38 @@ async def test_role_changes_through_the_api_reach_other_processes(api, clinic, h
         await eventually(joined, timeout=1.0)
     finally:
         await client.close()
+
+
+
+async def test_joins_that_arrive_together_are_looked_up_together(api, clinic, monkeypatch) -> None:
+    """A reconnect storm: lookups that queue while one is in flight share one
+    statement. Two tabs of one user come back in the same statement: both
+    replay, and both count as back (`away` drops by two, not one)."""
+    from types import SimpleNamespace
+
+    from web.channels import parse_topic
+
+    cursors = api.client.app[REALTIME].cursors
+    dentist = uuid.UUID(clinic.dentist_id)
+    topic = parse_topic(f"realtime:availability:dentist_id={dentist}")
+    current = await api.pool.fetchval("SELECT version FROM dentists WHERE id = $1", dentist)
+    for user, away in ((clinic.patient.id, 2), (clinic.other_patient.id, 1)):
+        await api.pool.execute("INSERT INTO realtime_cursors (user_id, topic, dentist_id, version, away) "
+                               "VALUES ($1, $2, $3, $4, $5)", user, topic.canonical, dentist, current - 1, away)
+    await api.pool.execute("UPDATE realtime_cursors SET version = $2 WHERE user_id = $1", clinic.other_patient.id,
+                           current)  # up to date: nothing to replay
+
+    def channel(user):
+        return SimpleNamespace(topic=topic, start={}, viewer=SimpleNamespace(principal=SimpleNamespace(user_id=user)))
+
+    tabs = [channel(clinic.patient.id), channel(clinic.patient.id), channel(clinic.other_patient.id),
+            channel(clinic.admin.id)]
+    batches: list[int] = []
+    find = cursors._find
+    monkeypatch.setattr(cursors, "_find", lambda batch: batches.append(len(batch)) or find(batch))
+    replays = await asyncio.gather(*(cursors.resume(tab) for tab in tabs))
+    assert batches == [4]
+    assert replays == [{dentist: current - 1}, {dentist: current - 1}, {}, {}]
+    assert [tab.start for tab in tabs] == [{dentist: current - 1}] * 2 + [{dentist: current}] * 2
+    assert await api.pool.fetchval("SELECT sum(away) FROM realtime_cursors WHERE topic = $1", topic.canonical) == 0
 

@@ -25,12 +25,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import uuid
-from typing import Callable, Iterable
+from typing import Any, Callable, Coroutine, Iterable
 
 import asyncpg
 
+from hub import errors
 from hub.aio import wait_event
 from web.session import Channel
 
@@ -39,15 +41,23 @@ log = logging.getLogger("hub.realtime")
 SAVE_EVERY = 5.0  # seconds between saves of open channels' cursors (ended ones are saved at once)
 MAX_DENTISTS = 100  # cursors kept per channel (a plain topic's postgres_changes span dentists)
 
+# Many joins' lookups in one statement (a reconnect storm is thousands of
+# joins): each (user, topic) once, its `away` lowered by how many of its
+# channels came back, and the starting version of each dentist topic joined.
 _RESUME = """
-WITH resumed AS (
-    UPDATE public.realtime_cursors SET away = greatest(away - 1, 0)
-    WHERE user_id = $1 AND topic = $2 AND updated_at > now() - make_interval(hours => $3)
-    RETURNING dentist_id, version)
-SELECT dentist_id, version, true AS resumed FROM resumed
+WITH asked AS (
+    SELECT * FROM unnest($1::uuid[], $2::text[], $3::int[]) AS a(user_id, topic, joins)),
+resumed AS (
+    UPDATE public.realtime_cursors c SET away = greatest(c.away - a.joins, 0)
+    FROM asked a
+    WHERE c.user_id = a.user_id AND c.topic = a.topic AND c.updated_at > now() - make_interval(hours => $4)
+    RETURNING c.user_id, c.topic, c.dentist_id, c.version)
+SELECT r.user_id, r.topic, r.dentist_id, r.version, d.version AS current
+FROM resumed r JOIN public.dentists d ON d.id = r.dentist_id
 UNION ALL
-SELECT id, version, false FROM public.dentists WHERE id = $4
+SELECT NULL, NULL, id, version, NULL FROM public.dentists WHERE id = ANY($5::uuid[])
 """
+MAX_LOOKUPS = 500  # joins per lookup statement
 
 _SAVE = """
 INSERT INTO public.realtime_cursors AS c (user_id, topic, dentist_id, version, away)
@@ -58,6 +68,15 @@ ON CONFLICT (user_id, topic, dentist_id) DO UPDATE SET
 """
 
 Key = tuple[uuid.UUID, str, uuid.UUID]  # user, canonical topic, dentist
+Found = tuple[dict[uuid.UUID, tuple[int, int]], dict[uuid.UUID, int]]  # (cursors: version, current), starts
+
+
+@dataclasses.dataclass(slots=True)
+class _Lookup:
+    user: uuid.UUID
+    topic: str
+    dentist: uuid.UUID | None
+    done: asyncio.Future[Found]
 
 
 def _user(channel: Channel) -> uuid.UUID | None:
@@ -73,8 +92,12 @@ def positions(channel: Channel) -> dict[uuid.UUID, int]:
 
 
 class Cursors:
-    def __init__(self, pool: asyncpg.Pool, retention_hours: int, db_errors: tuple[type[BaseException], ...]) -> None:
+    def __init__(self, pool: asyncpg.Pool, retention_hours: int, db_errors: tuple[type[BaseException], ...],
+                 spawn: Callable[[Coroutine[Any, Any, None]], Any]) -> None:
         self._pool = pool
+        self._spawn = spawn
+        self._lookups: list[_Lookup] = []  # joins waiting for the next lookup statement
+        self._looking = False  # a lookup statement is in flight
         self._retention = retention_hours
         self._db_errors = db_errors
         self._ended: dict[Key, tuple[int, int]] = {}  # channels that ended: (earliest version, how many)
@@ -83,17 +106,64 @@ class Cursors:
         self._wake = asyncio.Event()  # a channel ended: save it now, so a quick rejoin finds it
 
     async def resume(self, channel: Channel) -> dict[uuid.UUID, int]:
-        """The versions to replay from for a join without them, and the channel's
-        starting point (`channel.start`); one round trip, signed-in users only."""
+        """The versions to replay from for a join without them (only where the
+        dentist has moved on since), and the channel's starting point
+        (`channel.start`); one round trip, signed-in users only."""
         user = _user(channel)
         if user is None:
             return {}
         dentist = channel.topic.key if channel.topic.kind and channel.topic.kind[1] == "dentist_id" else None
-        rows = await self._pool.fetch(_RESUME, user, channel.topic.canonical, self._retention, dentist)
-        versions = {r["dentist_id"]: r["version"] for r in rows if r["resumed"]}
-        channel.start = {r["dentist_id"]: r["version"] for r in rows if not r["resumed"]}
-        channel.start.update(versions)
-        return versions
+        lookup = _Lookup(user, channel.topic.canonical, dentist, asyncio.get_running_loop().create_future())
+        self._lookups.append(lookup)
+        if not self._looking:  # else it goes with the next statement, when the one in flight is back
+            self._looking = True
+            if self._spawn(self._look_up()) is None:  # shutting down: no more lookups
+                self._looking = False
+                self._lookups.clear()
+                raise errors.database_unavailable()
+        cursors, starts = await lookup.done
+        channel.start = {**starts, **{d: version for d, (version, _) in cursors.items()}}
+        return {d: version for d, (version, current) in cursors.items() if version < current}
+
+    async def _look_up(self) -> None:
+        """Answer waiting lookups, many per statement, until none wait. No
+        timer: a lone join's lookup goes at once, and batches grow with load."""
+        batch: list[_Lookup] = []
+        try:
+            while self._lookups:
+                batch, self._lookups = self._lookups[:MAX_LOOKUPS], self._lookups[MAX_LOOKUPS:]
+                try:
+                    found = await self._find(batch)
+                except Exception as exc:  # every join in the batch hears of it (a lost database)
+                    for lookup in batch:
+                        if not lookup.done.done():
+                            lookup.done.set_exception(exc)
+                    continue
+                for lookup in batch:
+                    if not lookup.done.done():
+                        lookup.done.set_result(found(lookup))
+        finally:
+            self._looking = False
+            for lookup in [*batch, *self._lookups]:  # cancelled at shutdown: nobody waits forever
+                lookup.done.cancel()
+            self._lookups.clear()
+
+    async def _find(self, batch: list[_Lookup]) -> Callable[[_Lookup], Found]:
+        joins: dict[tuple[uuid.UUID, str], int] = {}
+        for lookup in batch:
+            joins[lookup.user, lookup.topic] = joins.get((lookup.user, lookup.topic), 0) + 1
+        dentists = list({lookup.dentist for lookup in batch} - {None})
+        rows = await self._pool.fetch(_RESUME, [k[0] for k in joins], [k[1] for k in joins], list(joins.values()),
+                                      self._retention, dentists)
+        cursors: dict[tuple[uuid.UUID, str], dict[uuid.UUID, tuple[int, int]]] = {}
+        starts: dict[uuid.UUID, int] = {}
+        for r in rows:
+            if r["user_id"] is None:
+                starts[r["dentist_id"]] = r["version"]
+            else:
+                cursors.setdefault((r["user_id"], r["topic"]), {})[r["dentist_id"]] = (r["version"], r["current"])
+        return lambda lookup: (cursors.get((lookup.user, lookup.topic), {}),
+                               {lookup.dentist: starts[lookup.dentist]} if lookup.dentist in starts else {})
 
     def ended(self, channel: Channel) -> None:
         """A channel left, closed or lost with its socket: saved as away."""

@@ -58,14 +58,14 @@ class Realtime:
         self.origin = uuid.uuid4().hex  # this process, to skip its own relayed messages
         self.presence = Presence(self.origin, self.fan_out, self.notify, DB_ERRORS)
         self.relay = Relay(self.origin, self.fan_out, self.notify)
-        self.cursors = Cursors(pool, retention_hours, DB_ERRORS)
+        self.tasks = Tasks("realtime", expected=DB_ERRORS)  # re-authorizations, closing handshakes, lookups
+        self.cursors = Cursors(pool, retention_hours, DB_ERRORS, self.tasks.spawn)
         self.joins = Joins(self, pool, principals, booking)
         self._booking = booking
         self.slow_disconnects = 0
         self.heartbeat_timeout = 60.0  # seconds of client silence before a socket is closed (web/session.py)
         self._latencies: dict[int, int] = {}  # event id -> ms from commit to the last local hand-off
         self._unflushed: list[Session] = []  # sessions with frames for the next flush (flush_soon)
-        self.tasks = Tasks("realtime", expected=DB_ERRORS)  # re-authorizations, closing handshakes
 
     # ---- fan-out ---------------------------------------------------------
 
