@@ -91,11 +91,14 @@ class Joins:
                 "message": "Subscribed to PostgreSQL"}, None, channel.join_ref))
         session.push(protocol.encode(session.vsn, msg.topic, "presence_state", self._rt.presence.state(topic.canonical),
                                      None, channel.join_ref))
-        if versions:
+        if versions is None:  # after the reply: joins waiting on their lookups share statements (web/catchup.py)
+            versions = await self._resume(channel)
+        if channel.pending is not None:
             await self._replay(channel, versions)
 
-    async def _admit(self, session: Session, msg: Message) -> tuple[Channel, dict[uuid.UUID, int]]:
-        """The new channel, authorized, and the versions to replay from."""
+    async def _admit(self, session: Session, msg: Message) -> tuple[Channel, dict[uuid.UUID, int] | None]:
+        """The new channel, authorized, and the versions to replay from (None:
+        look them up, `realtime_cursors`); live events are held meanwhile."""
         payload = msg.payload
         config = payload.get("config") or {}
         if not isinstance(config, dict):
@@ -130,11 +133,26 @@ class Joins:
             channel.start = dict(versions)
         elif old is not None and old.viewer.principal.user_id == principal.user_id:
             versions = positions(old)  # the same socket again: it knows exactly what it sent
-        elif topic.kind != ("notifications", "user_id") and (topic.kind is not None or bindings):
-            versions = await self._rt.cursors.resume(channel)
+        elif principal.user_id is not None and topic.kind != ("notifications", "user_id") and (
+                topic.kind is not None or bindings):
+            channel.pending = []
+            return channel, None
         if versions:
             channel.pending = []  # hold live events until the replay is out
         return channel, versions
+
+    async def _resume(self, channel: Channel) -> dict[uuid.UUID, int]:
+        """What the channel's user missed, from their cursor. The join was
+        answered already: a failed lookup tells the client to reload."""
+        try:
+            return await self._rt.cursors.resume(channel)
+        except Exception as exc:
+            error = exc if isinstance(exc, HubError) else db.as_hub_error(exc)  # e.g. the database away
+            if error is None:
+                channel.flush_pending()
+                raise
+            self._reload(channel, "Could not look up what this channel missed: reload the state over REST")
+            return {}
 
     async def _replay(self, channel: Channel, versions: dict[uuid.UUID, int]) -> None:
         """Missed events from the log in order, then the live ones held meanwhile."""
@@ -144,7 +162,9 @@ class Joins:
                 current = await self._pool.fetchval("SELECT version FROM public.dentists WHERE id = $1", dentist_id)
                 behind = current is not None and current > version
                 if behind and (not missed or missed[0].version != version + 1 or len(missed) > REPLAY_LIMIT):
-                    self._reload(channel, dentist_id, version)
+                    self._reload(channel, "Too far behind to replay (past retention or the replay limit): reload "
+                                          "the state over REST, then rejoin without versions",
+                                 dentist_id=dentist_id, version=version)
                     continue
                 held, channel.pending = channel.pending, None
                 for event in missed:
@@ -153,13 +173,12 @@ class Joins:
         finally:
             channel.flush_pending()
 
-    def _reload(self, channel: Channel, dentist_id: uuid.UUID, version: int) -> None:
+    def _reload(self, channel: Channel, message: str, **where: Any) -> None:
+        """A `system` RELOAD: the channel cannot be caught up by replay."""
         session = channel.session
         session.push(protocol.encode(session.vsn, channel.topic.name, "system", {
             "status": "error", "extension": "replay", "channel": channel.topic.canonical, "code": "RELOAD",
-            "dentist_id": dentist_id, "version": version,
-            "message": "Too far behind to replay (past retention or the replay limit): reload the state "
-                       "over REST, then rejoin without versions"}, None, channel.join_ref))
+            **where, "message": message}, None, channel.join_ref))
 
     # ---- tokens and roles -------------------------------------------------------------
 
