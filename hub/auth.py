@@ -95,8 +95,9 @@ def verify_token(keys: Keys | str, token: str | None) -> Claims:
     `keys` is the app's key set (a bare secret means HS256 only). Raises
     HubError(UNAUTHORIZED) for every way a token can be bad; the message says
     which, without echoing the token. A token that verified once is remembered
-    until it expires or the key set changes: clients send the same one on every
-    request, and checking a signature over again is a tenth of a booking's CPU.
+    until it expires or the key set changes (at most `Keys.verified_max`):
+    clients send the same one on every request, and checking its signature
+    each time would be a sizeable share of a request's CPU.
     """
     if not token:
         raise errors.unauthorized("Missing bearer token")
