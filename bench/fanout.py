@@ -125,7 +125,9 @@ async def metrics(url: str) -> str:
 
 
 async def full_collections(url: str) -> int:
-    """The hub's gen-2 collections so far: one stalls it for 0.1-0.3 s with thousands of sockets open."""
+    """The hub's gen-2 collections so far. Each stalls the hub, the longer
+    the more sockets are open (docs/BENCHMARKS.md): a round reports how many
+    fell inside it."""
     prefix = 'hub_gc_pause_seconds_count{generation="2"} '
     lines = (await metrics(url)).splitlines()
     return next((int(float(line[len(prefix):])) for line in lines if line.startswith(prefix)), 0)  # none yet
@@ -163,8 +165,9 @@ async def throughput(dsn: str, ws_url: str, token: str, dentist: uuid.UUID, pati
 
 class Client:
     """Keep-alive HTTP/1.1 connections that put a request on the wire the
-    moment it is stamped. aiohttp's client spends ~0.7 ms of CPU per request
-    on the hub's two cores, and that much more before the stamp means anything."""
+    moment it is stamped. aiohttp's client spends its own CPU per request, on
+    the cores the hub runs on, between the stamp and the wire: it would count
+    as the hub's latency."""
 
     def __init__(self, url: str) -> None:
         parsed = urlsplit(url)

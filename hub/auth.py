@@ -84,9 +84,6 @@ def issue_token(secret: str, sub: uuid.UUID | str | None, *, role: str = "authen
     return jwt.encode(claims, secret, algorithm=ALGORITHM)
 
 
-_VERIFIED_MAX = 20_000
-
-
 @functools.lru_cache(maxsize=16)
 def _secret_only(secret: str) -> Keys:
     return Keys(secret)
@@ -98,21 +95,19 @@ def verify_token(keys: Keys | str, token: str | None) -> Claims:
     `keys` is the app's key set (a bare secret means HS256 only). Raises
     HubError(UNAUTHORIZED) for every way a token can be bad; the message says
     which, without echoing the token. A token that verified once is remembered
-    until it expires or the key set changes: clients send the same one on every
-    request, and checking a signature over again is a tenth of a booking's CPU.
+    until it expires or the key set changes (at most `Keys.verified_max`):
+    clients send the same one on every request, and checking its signature
+    each time would be a sizeable share of a request's CPU.
     """
     if not token:
         raise errors.unauthorized("Missing bearer token")
     if isinstance(keys, str):
         keys = _secret_only(keys)
-    known = keys.verified.get(token)
-    if known is not None:
-        if known.exp > time.time():
-            return known
-        del keys.verified[token]
+    try:
+        return keys.verified[token]  # Keys.verified forgets a token when it expires
+    except KeyError:
+        pass
     claims = _verify(keys, token)
-    if len(keys.verified) >= _VERIFIED_MAX:
-        keys.verified.clear()  # bounded; entries are cheap to verify again
     keys.verified[token] = claims
     return claims
 

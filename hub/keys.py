@@ -24,6 +24,7 @@ import time
 from typing import Any, Callable
 
 import aiohttp
+import cachetools
 import jwt
 
 log = logging.getLogger("hub.keys")
@@ -35,7 +36,7 @@ _MAX_JWKS_BYTES = 256 * 1024
 class Keys:
     def __init__(self, secret: str | None, *, jwks_url: str | None = None, issuers: tuple[str, ...] = (),
                  refetch_after: float = 30.0, refresh_every: float = 600.0, timeout: float = 5.0,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 verified_max: int = 20_000, clock: Callable[[], float] = time.monotonic) -> None:
         self.secret = secret or None
         self.jwks_url = jwks_url or None
         self.issuers = issuers
@@ -44,7 +45,10 @@ class Keys:
         self.timeout = timeout
         self.clock = clock
         self.fetches = 0          # attempts, for tests and /health
-        self.verified: dict[str, Any] = {}  # token -> Claims, cleared whenever the key set changes
+        # token -> Claims (hub.auth.verify_token) until the token's `exp`, at most `verified_max`
+        # (the least recently used go first); cleared whenever the key set changes
+        self.verified: cachetools.TLRUCache[str, Any] = cachetools.TLRUCache(
+            verified_max, ttu=lambda _token, claims, _now: claims.exp, timer=time.time)
         self._jwks: dict[str, jwt.PyJWK] = {}
         self._last_refetch = -math.inf  # of refetches for unknown kids, the rate-limited kind
         self._inflight: asyncio.Task[None] | None = None

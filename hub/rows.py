@@ -3,7 +3,7 @@
 Each struct is the one definition of its row; the rest is derived from it:
 the SELECT and RETURNING column lists (`columns`), the column types
 realtime-js converts values by (`realtime_columns`), the OpenAPI schemas
-(web/openapi.py uses the structs) and the answers writes decode into.
+(web/openapi.py and web/answers.py use the structs) and the answers writes decode into.
 Field order is the order of the columns in the table.
 """
 

@@ -7,6 +7,7 @@ import uuid
 from typing import Any
 
 import asyncpg
+import cachetools
 
 from hub import db, errors
 from hub.auth import APP_ROLES, Claims, Principal
@@ -54,14 +55,14 @@ class Principals:
 
     A role lookup per request would be one database round trip on every call;
     roles change rarely, so each is trusted for `ttl` seconds (a change made
-    through this process applies at once, elsewhere within `ttl`).
+    through this process applies at once, elsewhere within `ttl`). At most
+    `size` users are remembered, the least recently seen forgotten first.
     """
 
     def __init__(self, pool: asyncpg.Pool, *, ttl: float = 5.0, size: int = 50_000) -> None:
         self._pool = pool
-        self._ttl = ttl
-        self._size = size
-        self._roles: dict[uuid.UUID, tuple[float, frozenset[str]]] = {}
+        self._roles: cachetools.TTLCache[uuid.UUID, frozenset[str]] = cachetools.TTLCache(size, ttl,
+                                                                                          timer=time.monotonic)
 
     def forget(self, user_id: uuid.UUID) -> None:
         self._roles.pop(user_id, None)
@@ -82,19 +83,16 @@ class Principals:
     async def _roles_of(self, claims: Claims) -> frozenset[str]:
         if claims.role != "authenticated" or claims.sub is None:
             return frozenset()
-        now = time.monotonic()
-        cached = self._roles.get(claims.sub)
-        if cached is not None and cached[0] > now:
-            return cached[1]
+        try:
+            return self._roles[claims.sub]
+        except KeyError:
+            pass
         async with self._pool.acquire() as con:
             row = await con.fetchrow(_ROLES, claims.sub)
             if not row["known"]:
                 await sign_up(con, claims.sub, claims.email)
                 row = await con.fetchrow(_ROLES, claims.sub)
-        roles = frozenset(row["roles"])
-        if len(self._roles) >= self._size:
-            self._roles.clear()  # crude but bounded; entries are cheap to refetch
-        self._roles[claims.sub] = (now + self._ttl, roles)
+        roles = self._roles[claims.sub] = frozenset(row["roles"])
         return roles
 
 

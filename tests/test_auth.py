@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import time
@@ -12,7 +13,9 @@ import pytest
 
 from hub import errors
 from hub.auth import Claims, Principal, issue_token, require_owner, require_role, verify_token
+from hub.keys import Keys
 from hub.policy import acting_patient
+from services import users
 from tests.conftest import SECRET, assert_error
 
 
@@ -83,6 +86,27 @@ def test_verify_accepts_service_role_without_subject() -> None:
     assert claims.role == "service_role" and claims.sub is None
 
 
+def test_a_verified_token_is_remembered_until_it_expires() -> None:
+    keys = Keys(SECRET)
+    token = issue_token(SECRET, uuid.uuid4(), ttl=1)
+    claims = verify_token(keys, token)
+    assert token in keys.verified
+    time.sleep(max(0.0, claims.exp - time.time()) + 0.01)
+    with pytest.raises(errors.HubError) as exc:
+        verify_token(keys, token)
+    assert exc.value.code == errors.ErrorCode.UNAUTHORIZED and "expired" in exc.value.message
+
+
+def test_remembered_tokens_are_bounded() -> None:
+    keys = Keys(SECRET, verified_max=3)
+    tokens = [issue_token(SECRET, uuid.uuid4()) for _ in range(10)]
+    for token in tokens:
+        verify_token(keys, token)
+    assert len(keys.verified) == 3 and set(keys.verified) == set(tokens[-3:])
+    assert verify_token(keys, tokens[0]).sub is not None  # forgotten, so verified again
+    assert tokens[0] in keys.verified and len(keys.verified) == 3
+
+
 def _who(*roles: str, role: str = "authenticated", sub: uuid.UUID | None = None) -> Principal:
     return Principal(Claims(role=role, sub=sub or (uuid.uuid4() if role == "authenticated" else None), exp=0),
                      frozenset(roles))
@@ -124,3 +148,31 @@ def test_acting_patient() -> None:
         acting_patient(_who(role="service_role"), None)
     assert exc.value.code == errors.ErrorCode.VALIDATION_ERROR
     assert acting_patient(_who("admin"), other) == other
+
+
+async def test_principals_remember_roles_for_ttl_and_at_most_size_users(api) -> None:
+    principals = users.Principals(api.pool, ttl=0.5, size=2)
+    a, b, c = (Claims(role="authenticated", sub=uuid.uuid4(), exp=int(time.time()) + 600) for _ in range(3))
+
+    async def promote(who: Claims, role: str) -> None:
+        await api.pool.execute("UPDATE public.user_roles SET role = $2::text::public.app_role WHERE user_id = $1",
+                               who.sub, role)
+
+    assert (await principals.get(a)).roles == {"patient"}  # signed up on first sight
+    await promote(a, "admin")
+    assert (await principals.get(a)).roles == {"patient"}  # remembered
+    principals.forget(a.sub)
+    assert (await principals.get(a)).roles == {"admin"}
+
+    await promote(a, "dentist")
+    deadline = time.monotonic() + 5
+    while (await principals.get(a)).roles != {"dentist"}:  # read again once the ttl has passed
+        assert time.monotonic() < deadline, "roles were never read again"
+        await asyncio.sleep(0.05)
+
+    principals = users.Principals(api.pool, ttl=600, size=2)
+    await principals.get(a)
+    await promote(a, "admin")
+    await principals.get(b)
+    await principals.get(c)  # a, the least recently seen, is forgotten
+    assert (await principals.get(a)).roles == {"admin"}

@@ -14,6 +14,9 @@ import pytest
 
 from hub.errors import HubError
 from hub.events import Event
+from tests.conftest import slot_at
+from tests.test_realtime import base, book, connect, drain_until
+from web import channels
 from web.bindings import MAX_PER_SOCKET, BindingIndex, check_cap
 from web.channels import Binding, parse_binding
 
@@ -91,3 +94,55 @@ def test_a_socket_holds_a_bounded_number_of_bindings() -> None:
     with pytest.raises(HubError) as refused:
         check_cap(full, 1)
     assert refused.value.details and refused.value.details["field"] == "postgres_changes"
+
+
+def test_the_bindings_known_by_spec_are_bounded() -> None:
+    """Every distinct spec a client sends would otherwise stay in memory: past
+    the bound the least recently parsed are forgotten, and ids stay unique."""
+    specs = [{"event": "*", "table": "appointments", "filter": f"patient_id=eq.{uuid.uuid4()}"}
+             for _ in range(channels.KNOWN_BINDINGS_SIZE // channels._BINDING_COST + 100)]
+    first = parse_binding(specs[0])
+    bindings = [first] + [parse_binding(s) for s in specs[1:]]
+    assert channels.known_bindings.currsize <= channels.KNOWN_BINDINGS_SIZE
+    assert len(channels.known_bindings) < len(specs)
+    assert len({b.id for b in bindings}) == len(specs)
+    assert parse_binding(specs[-1]) is bindings[-1]  # a known spec keeps its id
+    again = parse_binding(specs[0])  # forgotten: a new id, never one in use
+    assert again.id not in {b.id for b in bindings} and again.filter == first.filter
+    patient = specs[0]["filter"].split(".", 1)[1]
+    assert first.matches(event(patient_id=patient)) and again.matches(event(patient_id=patient))
+    assert not first.matches(event(patient_id=str(uuid.uuid4())))
+
+    long = [{"event": "*", "table": "appointments", "filter": f"patient_notes=eq.{i}{'x' * 60_000}"}
+            for i in range(channels.KNOWN_BINDINGS_SIZE // 60_000 + 10)]
+    for spec in long:
+        parse_binding(spec)
+    assert channels.known_bindings.currsize <= channels.KNOWN_BINDINGS_SIZE  # the filters' text counts
+
+
+async def test_many_distinct_filters_from_one_client_stay_bounded_and_correct(api, clinic) -> None:
+    """A client joining with new, long filters cannot grow what the hub
+    remembers by spec past the bound, and a channel whose spec was forgotten still
+    gets its events under the id its join reply gave."""
+    spec = {"event": "INSERT", "schema": "public", "table": "appointments",
+            "filter": f"dentist_id=eq.{clinic.dentist_id}"}
+    client = await connect(base(api), clinic.patient)
+    try:
+        kept = client.channel("realtime:kept", postgres_changes=[spec])
+        kept_id = (await kept.join())["postgres_changes"][0]["id"]
+        filler = 60_000
+        for i in range(channels.KNOWN_BINDINGS_SIZE // filler + 10):
+            await client.channel(f"realtime:flood-{i}", postgres_changes=[
+                {"event": "*", "table": "appointments", "filter": f"patient_notes=eq.{i}{'x' * filler}"}]).join()
+        assert channels.known_bindings.currsize <= channels.KNOWN_BINDINGS_SIZE
+        assert (spec["event"], spec["schema"], spec["table"], spec["filter"]) not in channels.known_bindings
+
+        fresh = client.channel("realtime:fresh", postgres_changes=[spec])
+        fresh_id = (await fresh.join())["postgres_changes"][0]["id"]
+        assert fresh_id != kept_id
+        mine = await book(api, clinic.patient, clinic, slot_at(days=12, hour=10))
+        for channel, ident in ((kept, kept_id), (fresh, fresh_id)):
+            got = await drain_until(channel, "postgres_changes")
+            assert got.payload["ids"] == [ident] and got.payload["data"]["record"]["id"] == mine["id"]
+    finally:
+        await client.close()

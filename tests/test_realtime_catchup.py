@@ -10,12 +10,14 @@ import uuid
 import aiohttp
 import pytest
 
-from hub import protocol
-from hub.auth import issue_token
+from hub import policy, protocol
+from hub.auth import Claims, Principal, issue_token
 from hub.client import RealtimeClient, ReplyError
 from tests.conftest import SECRET, eventually, slot_at
 from tests.test_realtime import base, book, connect, drain_until
+from web import catchup, channels
 from web.app import REALTIME
+from web.session import Channel
 
 
 class SupabaseLike:
@@ -194,7 +196,6 @@ async def test_role_changes_through_the_api_reach_other_processes(api, clinic, h
         await client.close()
 
 
-
 async def test_joins_that_arrive_together_are_looked_up_together(api, clinic, monkeypatch) -> None:
     """A reconnect storm: lookups that queue while one is in flight share one
     statement. Two tabs of one user come back in the same statement: both
@@ -227,3 +228,23 @@ async def test_joins_that_arrive_together_are_looked_up_together(api, clinic, mo
     assert [tab.start for tab in tabs] == [{dentist: current - 1}] * 2 + [{dentist: current}] * 2
     assert await api.pool.fetchval("SELECT sum(away) FROM realtime_cursors WHERE topic = $1", topic.canonical) == 0
 
+
+def test_ended_cursors_waiting_for_a_save_are_bounded(monkeypatch) -> None:
+    """Cursors of ended channels wait for the next save, keyed by the clients'
+    topics; while saves fail they pile up, so past MAX_ENDED more are dropped."""
+    monkeypatch.setattr(catchup, "MAX_ENDED", 50)
+    cursors = catchup.Cursors(None, 24, (), spawn=lambda work: work.close())  # the database is away
+    who = policy.Caller(Principal(Claims("authenticated", uuid.uuid4(), exp=0)))
+    dentist = uuid.uuid4()
+
+    def end(topic: str, version: int) -> None:
+        channel = Channel(None, channels.parse_topic(topic), None, who, 0, [])  # type: ignore[arg-type]
+        channel.start = {dentist: version}
+        cursors.ended(channel)
+
+    for i in range(200):
+        end(f"realtime:room-{i}", 10 + i)
+    end("realtime:room-0", 5)  # already kept: still counted, and the earliest version wins
+    batch = cursors._batch(())
+    assert len(batch) == 50
+    assert batch[(who.principal.user_id, "room-0", dentist)] == (5, 2)

@@ -4,7 +4,7 @@ A binding with an `eq` filter (`dentist_id=eq.<id>`) is filed under
 (table, column, value); an event looks up only the values its rows have, so
 bindings that can never match it cost nothing. Bindings without a filter, or
 with another operator (`lt`, `in`, ...), stay in a per-table set and are
-tested one by one as before. The index only narrows the candidates: each
+tested one by one. The index only narrows the candidates: each
 channel still decides exactly (Binding.matches), so it can never add a match.
 """
 

@@ -40,6 +40,10 @@ log = logging.getLogger("hub.realtime")
 
 SAVE_EVERY = 5.0  # seconds between saves of open channels' cursors (ended ones are saved at once)
 MAX_DENTISTS = 100  # cursors kept per channel (a plain topic's postgres_changes span dentists)
+# Ended channels' cursors waiting to be saved, keyed by the clients' topics: they pile up only
+# while saves fail. Past this many, more are not kept (logged): those channels are not marked
+# away, so their clients resume from wherever the user's cursor is saved.
+MAX_ENDED = 100_000
 
 # Many joins' lookups in one statement (a reconnect storm is thousands of
 # joins): each (user, topic) once, its `away` lowered by how many of its
@@ -173,6 +177,9 @@ class Cursors:
             return
         for dentist, version in positions(channel).items():
             key = (user, channel.topic.canonical, dentist)
+            if key not in self._ended and len(self._ended) >= MAX_ENDED:
+                log.warning("not keeping the cursor of an ended channel: %d are waiting to be saved", MAX_ENDED)
+                break
             earliest, count = self._ended.get(key, (version, 0))
             self._ended[key] = (min(earliest, version), count + 1)
         self._wake.set()

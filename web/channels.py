@@ -10,10 +10,13 @@ event and encoded once per topic and serializer (the `cache` passed around).
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import re
 import uuid
 from datetime import datetime
 from typing import Any, Callable
+
+import cachetools
 
 from hub import errors, rows
 from hub.events import Event
@@ -69,13 +72,11 @@ def parse_topic(name: str) -> Topic:
 
 # ---- postgres_changes bindings --------------------------------------------------
 
-_binding_ids: dict[tuple[str, str, str, str], int] = {}
-
-
 @dataclasses.dataclass(frozen=True, slots=True)
 class Binding:
-    """One postgres_changes subscription. Ids are stable per spec across all
-    sessions, so one encoded frame serves every subscriber with the same bindings."""
+    """One postgres_changes subscription. A spec known to this process has
+    one Binding, so one id, in every session: one encoded frame serves every
+    subscriber with the same bindings (`known_bindings`)."""
 
     id: int
     event: str
@@ -96,6 +97,17 @@ class Binding:
         if self.filter:
             out["filter"] = self.filter
         return out
+
+
+# Specs are the clients' choice, so the Bindings known by spec are bounded: past
+# KNOWN_BINDINGS_SIZE (each counted as its filter's length plus _BINDING_COST)
+# the least recently parsed are forgotten. A forgotten spec parsed again gets a
+# new id; channels holding the old Binding keep it, so only frame sharing is lost.
+KNOWN_BINDINGS_SIZE = 4 << 20
+_BINDING_COST = 256
+known_bindings: cachetools.LRUCache[tuple[str, str, str, str], Binding] = cachetools.LRUCache(
+    KNOWN_BINDINGS_SIZE, getsizeof=lambda binding: _BINDING_COST + len(binding.filter))
+_binding_ids = itertools.count(1)
 
 
 def _compare(op: str, actual: Any, wanted: str) -> bool:
@@ -152,8 +164,10 @@ def parse_binding(spec: Any) -> Binding:
         column, op, wanted = match.groups()
         test = lambda row, c=column, o=op, w=wanted: _compare(o, row.get(c), w)  # noqa: E731
     key = (event, schema, table, filt)
-    ident = _binding_ids.setdefault(key, len(_binding_ids) + 1)
-    return Binding(ident, event, schema, table, filt, test)
+    binding = known_bindings.get(key)
+    if binding is None:
+        binding = known_bindings[key] = Binding(next(_binding_ids), event, schema, table, filt, test)
+    return binding
 
 
 # ---- what an event becomes ------------------------------------------------------
