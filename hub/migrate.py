@@ -49,7 +49,28 @@ class Migration:
 
     @property
     def checksum(self) -> str:
-        return hashlib.sha256(self.sql.encode()).hexdigest()
+        """Of the file without its comment and blank lines, so a reworded
+        comment does not make an applied migration look changed."""
+        return _sha256(_COMMENT_LINE.sub("", self.sql))
+
+    def stamped(self, checksum: str) -> bool:
+        """Whether `checksum`, recorded when this file was applied, is this
+        file's. Databases migrated before comment lines were left out hold
+        the whole text's checksum: this file's, or, where a comment was
+        reworded since, the text it had then (`_FORMER`)."""
+        return checksum in (self.checksum, _sha256(self.sql), _FORMER.get(self.version))
+
+
+_COMMENT_LINE = re.compile(r"^[ \t]*(--.*)?(\n|$)", re.MULTILINE)
+# The whole-text checksums of files whose comment lines were reworded after they shipped.
+_FORMER = {
+    4: "1e04e597eace06bf5d564d83d0950053fa50a787422ab52f3ddee980405e1994",
+    7: "3477da5a7577d6e2a940498f87839752f1f663865f39e044549eb0e6358dfdea",
+}
+
+
+def _sha256(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def load(sql_dir: Path) -> list[Migration]:
@@ -81,7 +102,7 @@ def _differences(applied: dict[int, tuple[str, str]], files: list[Migration]) ->
         migration = by_version.get(version)
         if migration is None:
             problems.append(f"{version:04d}_{name} is applied but its file is missing")
-        elif migration.checksum != checksum:
+        elif not migration.stamped(checksum):
             problems.append(f"{version:04d}_{name}.up.sql changed after it was applied "
                             "(add a new migration instead of editing an applied one)")
     return problems

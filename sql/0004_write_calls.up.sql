@@ -1,7 +1,7 @@
 -- The dentist actor's frequent writes (hold, extend, release, book) as one call
 -- each: one round trip and one commit instead of BEGIN, lock, write, read the
--- events back, COMMIT. On this machine a send() costs more than the SQL it
--- carries, so round trips are what a booking's CPU is spent on.
+-- events back, COMMIT, because a booking's cost to the hub is its round trips
+-- more than the SQL they carry (docs/BENCHMARKS.md).
 --
 -- The actor decides from memory, then calls hub_write with the version its
 -- memory is at. Under the dentist's row lock (taken first, as by every writer)

@@ -1,4 +1,4 @@
--- Caps on a patient's own bookings (issue 13.5): future appointments with one
+-- Caps on a patient's own bookings: future appointments with one
 -- dentist, and appointments on one day across dentists. The actor passes the
 -- caps with each booking it makes for a patient (bookings staff make on a
 -- patient's behalf carry none). The per-dentist count is taken under the

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+
 import dataclasses
+import hashlib
 import shutil
 from pathlib import Path
 
@@ -45,7 +47,9 @@ async def test_changed_file_is_refused(empty_dsn: str, tmp_path: Path) -> None:
     try:
         await migrate.migrate(con, migrate.load(sql))
         first = sorted(sql.glob("0001_*.up.sql"))[0]
-        first.write_text(first.read_text() + "\n-- edited after it was applied\n")
+        first.write_text(first.read_text() + "\n  -- a comment reworded after it was applied\n")
+        await migrate.check(con, migrate.load(sql))  # comment lines are not the migration
+        first.write_text(first.read_text() + "\nSELECT 1; -- edited after it was applied\n")
         with pytest.raises(migrate.MigrationError, match="changed after it was applied"):
             await migrate.migrate(con, migrate.load(sql))
         with pytest.raises(migrate.MigrationError, match="changed after it was applied"):
@@ -114,7 +118,27 @@ async def test_serve_refuses_a_database_that_differs(empty_dsn: str, settings, a
     finally:
         await con.close()
     first = sorted(sql.glob("0001_*.up.sql"))[0]
-    first.write_text(first.read_text().replace("Foundation schema", "Edited schema"))
+    first.write_text(first.read_text() + "SELECT 1;\n")
     app = create_app(dataclasses.replace(settings, database_url=empty_dsn, sql_dir=sql))
     with pytest.raises(migrate.MigrationError, match="does not match"):
         await aiohttp_client(app)
+
+
+async def test_databases_stamped_with_the_whole_text_checksum_still_match(empty_dsn: str) -> None:
+    """Before comment lines were left out of the checksum, the whole file was
+    stamped: such databases keep working, also for files whose comments were
+    reworded since (their former text's checksum)."""
+    files = migrate.load(ROOT / "sql")
+    con = await db.connect(empty_dsn)
+    try:
+        await migrate.migrate(con, files)
+        former = {4: migrate._FORMER[4]}
+        for m in files:
+            await con.execute("UPDATE schema_migrations SET checksum = $2 WHERE version = $1", m.version,
+                              former.get(m.version, hashlib.sha256(m.sql.encode()).hexdigest()))
+        await migrate.check(con, files)
+        await con.execute("UPDATE schema_migrations SET checksum = $1 WHERE version = 4", "0" * 64)
+        with pytest.raises(migrate.MigrationError, match="0004_write_calls.up.sql changed after it was applied"):
+            await migrate.check(con, files)
+    finally:
+        await con.close()
