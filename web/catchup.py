@@ -214,8 +214,8 @@ class Cursors:
             log.warning("could not save realtime cursors (%d): %s", len(keys), exc)
             for key in keys:  # ended ones are retried; open ones are saved again next period
                 if batch[key][1]:
-                    earliest, count = self._ended.get(key, batch[key])
-                    self._ended[key] = (min(earliest, batch[key][0]), max(count, batch[key][1]))
+                    earliest, count = self._ended.get(key, (batch[key][0], 0))  # ended again meanwhile
+                    self._ended[key] = (min(earliest, batch[key][0]), count + batch[key][1])
             self._saved.clear()
 
     async def run(self, open_channels: Callable[[], Iterable[Channel]]) -> None:
