@@ -47,8 +47,8 @@ from actors._base import Actor, StopReason
 from actors.batch import GroupCommit
 from actors.changes import Changes
 from actors.rules import Rules, notifications, slot_unavailable
-from actors.messages import (Book, ChangeAppointment, ExpireHolds, ExtendHold, GetSlots, Hold, Idempotency,
-                             ReleaseHold, SetSchedule, Sync)
+from actors.messages import (Book, CatchUp, ChangeAppointment, ExpireHolds, ExtendHold, GetSlots, Hold, Idempotency,
+                             ReleaseHold, SetSchedule)
 from actors.dentist_memory import Held
 from actors.dentist_sql import Decision
 from actors.schedule import IntervalSet, Schedule
@@ -272,7 +272,7 @@ class DentistActor(Changes, Actor):
                 return await self._set(msg)
             case ExpireHolds():
                 return await self._expire()
-            case Sync(version=version):
+            case CatchUp(version=version):
                 async with self._pool.acquire() as con:
                     await self._catch_up(con, version)
                 return self.version

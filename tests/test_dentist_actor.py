@@ -16,7 +16,7 @@ from prometheus_client import REGISTRY
 
 from actors.batch import GroupCommit
 from actors.dentist import DentistActor, Rules
-from actors.messages import Book, ChangeAppointment, GetSlots, Hold, ReleaseHold, Sync
+from actors.messages import Book, CatchUp, ChangeAppointment, GetSlots, Hold, ReleaseHold
 from hub.catalog import Catalog
 from hub.errors import ErrorCode, HubError
 from hub.events import Event
@@ -179,7 +179,7 @@ async def test_catches_up_on_a_write_made_by_someone_else(world: World) -> None:
     # Told of a version (as the listener does), it applies what it missed without writing.
     await world.pool.execute(insert, world.other, world.dentist, later)
     version = await world.db_version()
-    assert await actor.ask(Sync(version=version)) == version
+    assert await actor.ask(CatchUp(version=version)) == version
     assert await status(actor, later) == "busy"
     assert world.published == []  # others' events reach subscribers through the feed, not the actor
 
