@@ -348,8 +348,8 @@ class DentistActor(Changes, Actor):
                 "duration": kind.duration_minutes, "buffer": kind.buffer_minutes, "type": kind.name,
                 "notes": msg.notes, "patient_notes": msg.patient_notes, "medical_history": msg.medical_history,
                 "created_by": msg.created_by, "claims": msg.claims,
-                "notices": notifications(self.dentist_id, msg.patient_id, msg.created_by, "booked", appointment_id,
-                                  msg.start, kind.name, "pending")}
+                "notices": notifications(self.dentist_id, msg.patient_id, msg.created_by, "booked",
+                                         appointment_id, msg.start, kind.name, "pending")}
 
         return await self._commit(decide, rows.Appointment, msg.idempotency)
 
