@@ -9,8 +9,11 @@ commit and holds through the flush, which otherwise serializes every
 notifying commit in the cluster.
 
 A batch locks its dentists' rows in one order (sorted by id), so batches
-never deadlock on each other. Holds also lock the patient (the per-patient
-limit), which would break that order, so they always go alone. A batch that
+never deadlock on each other. Holds and a patient's move of an appointment
+also lock the patient (the hold limit, the caps), and waitlist offers lock
+entries that other dentists' offers lock too; taken in the middle of a
+batch, those locks would break that order, so holds, appointment changes
+and offers always go alone (changes and offers are rare). A batch that
 fails as a whole (a constraint caught what memory missed, a value PostgreSQL
 refuses) is re-run one write at a time: each write gets its own answer.
 """
@@ -31,7 +34,7 @@ from hub import metrics
 
 log = logging.getLogger("hub.actors")
 WRITE_MANY = "SELECT public.hub_write_many($1)::text"
-_ALONE = frozenset({"hold"})
+_ALONE = frozenset({"hold", "change", "offer"})
 _decode_many = msgspec.json.Decoder(list[msgspec.Raw]).decode
 
 

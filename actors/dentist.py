@@ -1,38 +1,39 @@
 """One actor per dentist: schedule, bookings and holds in memory, PostgreSQL first.
 
-Every write takes the dentist's row lock, catches up on events committed by
-anyone else since the actor's version, re-checks against memory, writes, and
-reads back the events its own change produced. Memory changes only by
-applying committed events, whoever made them: one code path for local
-writes, other processes and SQL typed by hand.
+Memory changes only by applying committed events, whoever made them: one
+code path for local writes, other processes and SQL typed by hand.
 
-The write path. The one path is `_commit`: decide from memory, then one
-`hub_write` call (sql/0004) that succeeds only if nobody wrote for this
-dentist since our version; group-committed with other actors' writes
+The write path. Every write goes through `_commit`: decide from memory, then
+one `hub_write` call (sql/0004, with ops up to sql/0015: hold, extend,
+release, book, change, schedule, expire, offer) that applies the decision
+only if nobody wrote for this dentist since our version, and answers the
+events it produced. Most writes are group-committed with other actors'
 (actors/batch.py), which is where the booking throughput comes from. When
-somebody did write first, the same decision runs again inside `_write`, under
-the row lock after catching up. Hold, extend, release and book take that
-path today. Appointment changes, new hours (actors/changes.py), hold expiry
-and waitlist offers still run as Python transactions inside `_write` (under
-the caller's claims, `db.claims_scope`), because they read the row they
-change. They move to `hub_write` ops of their own in one migration, so that
-`_write` is left only as the fallback of `_commit`.
+somebody did write first (another process, psql), `_commit` decides again
+inside `_write`: under the dentist's row lock, after catching up, where
+nobody can get in first twice; a decision that reads a row (an appointment
+change) reads it again there, locked. `_write` is that fallback and nothing
+else. Writes made for a user run under their claims inside the op (RLS).
 
 Where each rule lives. Rules about one dentist's calendar (working hours,
 notice, horizon, overlaps with bookings and others' holds, status
-transitions, the cancellation window) are checked here, from memory, because
-the actor is the only writer of its dentist and answers without a round
-trip; the exclusion constraint is the backstop. Rules that span dentists
-(a patient's hold limit, the appointment caps: sql/0004, sql/0007) are
-checked in PostgreSQL within the write, because no one actor sees them;
-`Rules.refusal` words their refusals. The patient's notices are written
-by Python (`actors.rules.notice`), in the write's own transaction.
+transitions, the cancellation window, appointments left outside new hours)
+are checked here and in actors/changes.py, from memory, because the actor is
+the only writer of its dentist and answers without a round trip; the
+exclusion constraints are the backstop. Rules that span dentists (a
+patient's hold limit, the appointment caps of bookings and of a patient's
+own moves: sql/0004, sql/0007, sql/0015) are checked in PostgreSQL within
+the write, because no one actor sees them; `Rules.refusal` words their
+refusals. The patient's notifications of changes others made are built in
+Python (`actors.rules.notifications`) and written by `hub_write` with the
+change; those of expired holds and waitlist offers by their SQL functions.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import logging
 import uuid
 from datetime import date, datetime, timedelta, timezone
@@ -42,14 +43,14 @@ import asyncpg
 import msgspec
 
 from actors import dentist_sql as sql
-from actors import offers
 from actors._base import Actor, StopReason
 from actors.batch import GroupCommit
 from actors.changes import Changes
-from actors.rules import Rules, notice, slot_unavailable
-from actors.messages import (Book, ChangeAppointment, ExpireHolds, ExtendHold, GetSlots, Hold, Idempotency,
-                             ReleaseHold, SetSchedule, Sync)
+from actors.rules import Rules, notifications, slot_unavailable
+from actors.messages import (Book, CatchUp, ChangeAppointment, ExpireHolds, ExtendHold, GetSlots, Hold, Idempotency,
+                             ReleaseHold, SetSchedule)
 from actors.dentist_memory import Held
+from actors.dentist_sql import Decision
 from actors.schedule import IntervalSet, Schedule
 from hub import db, errors, events, metrics, rows
 from hub.catalog import Catalog
@@ -156,8 +157,9 @@ class DentistActor(Changes, Actor):
         return event.version == self.version + 1 and self._apply(event)
 
     async def _write(self, work: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
-        """Run `work` in a transaction under the dentist's row lock, then apply
-        and publish the events it produced. A failed commit changes nothing."""
+        """`_commit`'s fallback: run `work` in a transaction under the
+        dentist's row lock, after catching up, then apply and publish the
+        events it produced. A failed commit changes nothing."""
         try:
             async with self._pool.acquire() as con:
                 async with con.transaction():
@@ -172,22 +174,32 @@ class DentistActor(Changes, Actor):
         await self._absorb(produced)
         return result
 
-    async def _commit(self, decide: Callable[[], tuple[str, dict[str, Any]]],
-                      answer: type[msgspec.Struct] | None, key: Idempotency | None = None) -> dict[str, Any] | None:
-        """Decide from memory, then write with one call (`hub_write`) that
-        succeeds only if nobody wrote for this dentist since our version. If
-        somebody did (another process, psql), decide again under the row lock,
-        after catching up, where nobody can get in first twice."""
+    async def _commit(self, decide: Callable[[asyncpg.Connection | None], Decision | Awaitable[Decision]],
+                      answer: Any = None, key: Idempotency | None = None,
+                      taken: str = "That time is already taken") -> Any:
+        """Every write: `decide(None)` from memory, then write with one call
+        (`hub_write`) that succeeds only if nobody wrote for this dentist
+        since our version. If somebody did (another process, psql), decide
+        again under the row lock, after catching up (`decide(con)`: rows the
+        decision reads are read on `con`, locked), where nobody can get in
+        first twice. Answers the op's result decoded as `answer` (a struct as
+        a dict); None without `answer`, or when the decision wrote nothing.
+        `taken`: the refusal when the exclusion constraint caught an overlap."""
         idem = None if key is None else {"user_key": key.user_key, "key": key.key, "request_hash": key.request_hash}
 
-        async def call(con: asyncpg.Connection | None) -> _Outcome:
-            op, args = decide()
+        async def call(con: asyncpg.Connection | None) -> _Outcome | None:
+            decision = decide(con)
+            if inspect.isawaitable(decision):
+                decision = await decision
+            if decision is None:
+                return None
+            op, args = decision
             try:
                 out = _OUTCOME.decode(
                     await self._writes.write(self.dentist_id, self.version, op, args, idem) if con is None
                     else await con.fetchval(sql.WRITE, self.dentist_id, self.version, op, args, idem))
             except asyncpg.ExclusionViolationError:  # memory was wrong; the database was not
-                raise slot_unavailable("That time is already taken") from None
+                raise slot_unavailable(taken) from None
             except asyncpg.InsufficientPrivilegeError as exc:  # the caller's claims do not allow it (RLS)
                 raise db.policy_refusal(exc) from None
             except asyncpg.UniqueViolationError as exc:
@@ -204,11 +216,14 @@ class DentistActor(Changes, Actor):
             out = await call(None)  # with other actors' writes: actors/batch.py
         except db.DATA_ERRORS as exc:
             raise db.data_error(exc) from None
-        if out.stale is None:
-            await self._absorb(out.events)
-        else:
+        if out is not None and out.stale is not None:
             out = await self._write(call)  # absorbs the events itself
-        return None if answer is None else msgspec.structs.asdict(msgspec.json.decode(out.result, type=answer))
+        elif out is not None:
+            await self._absorb(out.events)
+        if out is None or answer is None:
+            return None
+        value = msgspec.json.decode(out.result, type=answer)
+        return msgspec.structs.asdict(value) if isinstance(value, msgspec.Struct) else value
 
     async def _absorb(self, produced: list[events.Event]) -> None:
         """Apply the events our own write produced, then publish them."""
@@ -221,36 +236,6 @@ class DentistActor(Changes, Actor):
             metrics.count_changes(produced)
             self._publish(produced)  # the fast path to this process's subscribers
             await self._offer_freed(produced)
-
-    async def _offer_freed(self, produced: list[events.Event]) -> None:
-        """Offer time our write freed to the waitlist, in a write of its own,
-        within this turn. The write is already committed, so a failure here
-        is logged, not answered; the next freeing write tries again."""
-        now = datetime.now(UTC)
-        spans = [(a, b) for a, b in offers.freed(produced, now)
-                 if not any(s <= a and b <= e for s, e in map(self.booked.get, self.booked.overlapping(a, b)))]
-        if not spans or self.schedule is None:
-            return
-        try:
-            waiting = await self._pool.fetch(offers.WAITING, self.dentist_id, now.date() - timedelta(days=1))
-            if not waiting:
-                return
-
-            async def offer(con: asyncpg.Connection) -> Any:
-                assert self.schedule is not None
-                found = offers.candidates(self.schedule, self._catalog, spans, waiting, self._taken, now)
-                return await con.fetchval(offers.OFFER, self.dentist_id, found,
-                                          self._rules.waitlist_offer_minutes) if found else None
-
-            done = await self._write(offer)
-        except (HubError, *db.ERRORS):
-            log.warning("waitlist offer pass failed for dentist %s", self.dentist_id, exc_info=True)
-            return
-        if done is not None:
-            metrics.count_offers(done)
-
-    def _taken(self, start: datetime, end: datetime) -> bool:
-        return self.booked.overlaps(start, end) or bool(self._blocking_holds(start, end, None, datetime.now(UTC)))
 
     # ---- the turn ----------------------------------------------------------
 
@@ -276,18 +261,18 @@ class DentistActor(Changes, Actor):
             case Hold():
                 return await self._hold(msg)
             case ExtendHold():
-                return await self._commit(lambda: self._extend(msg), rows.SlotReservation)
+                return await self._commit(lambda con: self._extend(msg), rows.SlotReservation)
             case ReleaseHold():
-                return await self._commit(lambda: self._release(msg), None)
+                return await self._commit(lambda con: self._release(msg))
             case Book():
                 return await self._idempotent(msg.idempotency, lambda: self._book(msg))
             case ChangeAppointment():
-                return await self._write(lambda con: self._change(con, msg))
+                return await self._change(msg)
             case SetSchedule():
-                return await self._write(lambda con: self._set(con, msg))
+                return await self._set(msg)
             case ExpireHolds():
                 return await self._expire()
-            case Sync(version=version):
+            case CatchUp(version=version):
                 async with self._pool.acquire() as con:
                     await self._catch_up(con, version)
                 return self.version
@@ -312,7 +297,7 @@ class DentistActor(Changes, Actor):
     async def _hold(self, msg: Hold) -> dict[str, Any]:
         kind = self._catalog.get(msg.appointment_type)
 
-        def decide() -> tuple[str, dict[str, Any]]:
+        def decide(con: asyncpg.Connection | None) -> Decision:
             own = self._check_slot(msg.start, kind.duration_minutes, kind.blocked_minutes, msg.patient_id)
             now = datetime.now(UTC)
             own = [k for k in own if self._holds[k].expires_at > now]  # an expired one is released by hub_hold
@@ -351,7 +336,7 @@ class DentistActor(Changes, Actor):
         kind = self._catalog.get(msg.appointment_type)
         appointment_id = uuid.uuid4()  # chosen here so the patient's notification can name it
 
-        def decide() -> tuple[str, dict[str, Any]]:
+        def decide(con: asyncpg.Connection | None) -> Decision:
             own = self._check_slot(msg.start, kind.duration_minutes, kind.blocked_minutes, msg.patient_id)
             if msg.reservation_id is not None and msg.reservation_id not in own:
                 self._owned_hold(msg.reservation_id, msg.patient_id)  # NOT_FOUND / FORBIDDEN first
@@ -363,8 +348,8 @@ class DentistActor(Changes, Actor):
                 "duration": kind.duration_minutes, "buffer": kind.buffer_minutes, "type": kind.name,
                 "notes": msg.notes, "patient_notes": msg.patient_notes, "medical_history": msg.medical_history,
                 "created_by": msg.created_by, "claims": msg.claims,
-                "notices": notice(self.dentist_id, msg.patient_id, msg.created_by, "booked", appointment_id,
-                                  msg.start, kind.name, "pending")}
+                "notices": notifications(self.dentist_id, msg.patient_id, msg.created_by, "booked",
+                                         appointment_id, msg.start, kind.name, "pending")}
 
         return await self._commit(decide, rows.Appointment, msg.idempotency)
 
@@ -373,8 +358,7 @@ class DentistActor(Changes, Actor):
         if not any(h.expires_at <= now for h in self._holds.values()):
             self._arm_timer()
             return 0
-        return len(await self._write(lambda con: con.fetch("SELECT id FROM public.expire_holds($1)",
-                                                             self.dentist_id)))
+        return await self._commit(lambda con: ("expire", {}), int)
 
     def _arm_timer(self) -> None:
         """Wake at the earliest hold expiry, so holds free within a second of it."""

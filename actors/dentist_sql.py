@@ -1,5 +1,8 @@
-"""SQL of the dentist actor. Every write runs under the dentist's row lock;
-the rows it answers with are hub/rows.py's."""
+"""SQL of the dentist actor: what it loads its memory from, and its one
+write call. Every write takes the dentist's row lock first; the rows it
+answers with are hub/rows.py's."""
+
+from typing import Any
 
 from hub import rows
 
@@ -22,31 +25,21 @@ WHERE dentist_id = $1 AND status <> 'cancelled' AND ends_at > $2
 
 HOLDS = f"SELECT {HOLD_COLUMNS} FROM public.slot_reservations WHERE dentist_id = $1 AND expires_at > now()"
 
-# Taken first in every write: serializes all writers of this dentist on every
-# hub process, and tells the actor whether its memory is current.
+# The dentist's row lock, which every write takes first (hub_write does):
+# it serializes all writers of this dentist on every hub process, and its
+# version tells the actor whether its memory is current. Taken here by
+# `_commit`'s fallback, to decide again under it.
 LOCK = "SELECT version FROM public.dentists WHERE id = $1 FOR UPDATE"
 
-DELETE_HOLD = "DELETE FROM public.slot_reservations WHERE id = $1"
-
-APPOINTMENT_FOR_UPDATE = f"SELECT {APPOINTMENT_COLUMNS} FROM public.appointments WHERE id = $1 FOR UPDATE"
-
-SET_SCHEDULE = """
-UPDATE public.dentists
-SET available_times = $2, date_overrides = $3, timezone = $4, slot_minutes = $5
-WHERE id = $1
-RETURNING id
-"""
-
-NOTIFY_PATIENT = """
-INSERT INTO public.notifications (user_id, kind, title, body, data) VALUES ($1, $2, $3, $4, $5)
-"""
+# The row an appointment change is decided on; locked when decided under the row lock.
+APPOINTMENT = f"SELECT {APPOINTMENT_COLUMNS} FROM public.appointments WHERE id = $1"
+APPOINTMENT_FOR_UPDATE = APPOINTMENT + " FOR UPDATE"
 
 IDEMPOTENT_GET = "SELECT request_hash, status, response FROM public.idempotency_keys WHERE user_key = $1 AND key = $2"
 
-# Hold, extend, release and book: one call each (sql/0004_write_calls.up.sql),
-# answering JSON that the actor decodes into hub/rows.py's structs.
+# Every write: one call (sql/0004; its ops as of sql/0015), answering JSON
+# that the actor decodes into hub/rows.py's structs.
 WRITE = "SELECT public.hub_write($1, $2, $3, $4, $5)::text"
 
-
-# Why the patient may not have this appointment (sql/0007), or NULL.
-CAPS = "SELECT public.hub_appointment_cap($1, $2, $3, $4, $5)"
+# What the actor decided to write: a hub_write op and its args; None: nothing.
+Decision = tuple[str, dict[str, Any]] | None

@@ -95,6 +95,6 @@ class ExpireHolds:
 
 
 @_frozen
-class Sync:
-    """Another process (or psql) committed up to `version`: catch up and publish."""
+class CatchUp:
+    """Another process (or psql) committed up to `version`: apply what it wrote to memory."""
     version: int

@@ -1,5 +1,5 @@
 """The dentist's booking rules that are not about time: limits, status
-transitions, the patient's notices, and how a refusal reads."""
+transitions, the patient's notifications, and how a refusal reads."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ TRANSITIONS = {
     ("pending", "confirmed"), ("confirmed", "completed"),
     ("pending", "cancelled"), ("confirmed", "cancelled"), ("confirmed", "no_show"),
 }
-NOTICES = {"booked": "Your appointment was booked", "confirmed": "Your appointment was confirmed",
+NOTIFICATION_TITLES = {"booked": "Your appointment was booked", "confirmed": "Your appointment was confirmed",
            "rescheduled": "Your appointment was rescheduled", "cancelled": "Your appointment was cancelled"}
 
 
@@ -47,7 +47,7 @@ class Rules:
         return {"per_dentist": self.max_future_appointments_per_dentist, "per_day": self.max_appointments_per_day}
 
     def refusal(self, code: str, args: dict[str, Any]) -> HubError:
-        """The error for a rule the database refused a write by (sql/0004, sql/0007)."""
+        """The error for a rule the database refused a write by (sql/0004, sql/0007, sql/0015)."""
         if code == "hold_limit":
             return errors.conflict(f"A patient may hold at most {self.max_holds_per_patient} slots at once",
                                    limit=self.max_holds_per_patient)
@@ -59,6 +59,8 @@ class Rules:
             limit = self.max_appointments_per_day
             return errors.conflict(f"A patient may have at most {limit} appointments on one day",
                                    limit=limit, rule="max_appointments_per_day")
+        if code == "appointment_gone":  # moved to another dentist since the actor read it
+            return errors.not_found("appointment", args["id"])
         if code == "max_age":
             return errors.conflict("The reservation has reached its maximum age; book it or let it go",
                                    max_age_seconds=self.hold_max_age_seconds)
@@ -74,13 +76,14 @@ def slot_unavailable(message: str, **details: Any) -> HubError:
     return HubError(ErrorCode.SLOT_UNAVAILABLE, message, details or None)
 
 
-def notice(dentist_id: uuid.UUID, patient: uuid.UUID, by: uuid.UUID | None, kind: str,
+def notifications(dentist_id: uuid.UUID, patient: uuid.UUID, by: uuid.UUID | None, kind: str,
            appointment_id: uuid.UUID, start: datetime, appointment_type: str, status: str) -> list[dict[str, Any]]:
-    """The patient's notification of a change someone else made to their appointment."""
+    """The patient's notification of a change someone else made to their appointment
+    (none when they made it themselves): rows for `public.notifications`."""
     if by == patient:
         return []
     when = start.isoformat()
-    return [{"user_id": patient, "kind": f"appointment_{kind}", "title": NOTICES[kind],
+    return [{"user_id": patient, "kind": f"appointment_{kind}", "title": NOTIFICATION_TITLES[kind],
              "body": f"{appointment_type} on {when}",
              "data": {"appointment_id": str(appointment_id), "dentist_id": str(dentist_id),
                       "appointment_date": when, "status": status}}]

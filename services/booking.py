@@ -130,7 +130,7 @@ class Booking:
         turn the committed write into an error."""
         live = [actor.dentist_id for actor in self.directory.actors()]
         rows = await self.pool.fetch("SELECT id, version FROM public.dentists WHERE id = ANY($1)", live)
-        await asyncio.gather(*(self.directory.ask(str(r["id"]), m.Sync(version=r["version"])) for r in rows),
+        await asyncio.gather(*(self.directory.ask(str(r["id"]), m.CatchUp(version=r["version"])) for r in rows),
                              return_exceptions=True)
 
     async def is_staff_for(self, who: Principal, dentist_id: uuid.UUID) -> bool:

@@ -21,7 +21,7 @@ import msgspec
 
 from actors.dentist import DentistActor
 from actors.directory import Directory
-from actors.messages import Sync
+from actors.messages import CatchUp
 from hub import db
 from hub.aio import wait_event
 from hub.catalog import Catalog
@@ -61,7 +61,7 @@ class Listener:
                 asyncio.get_running_loop().call_later(OWN_GRACE, self._feed.notice, dentist, version)
             else:
                 self._feed.notice(dentist, version)
-            self._directory.tell_if_live(str(dentist), Sync(version=version))
+            self._directory.tell_if_live(str(dentist), CatchUp(version=version))
         except (msgspec.DecodeError, KeyError, ValueError, TypeError):
             log.warning("ignored a malformed hub_events payload: %.200s", payload)
 
@@ -77,7 +77,7 @@ class Listener:
         rows = await self._pool.fetch("SELECT id, version FROM public.dentists WHERE id = ANY($1)", keys)
         for row in rows:
             self._feed.notice(row["id"], row["version"])
-            self._directory.tell_if_live(str(row["id"]), Sync(version=row["version"]))
+            self._directory.tell_if_live(str(row["id"]), CatchUp(version=row["version"]))
 
     async def run(self) -> None:
         """LISTEN until cancelled, reconnecting; work a notification started ends with it."""

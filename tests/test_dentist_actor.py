@@ -1,13 +1,14 @@
 """The dentist actor itself, driven directly (no HTTP) against a real
 PostgreSQL: holds, bookings, refusals, release, expiry, catching up on what
-someone else wrote, and a crashing turn that fails its caller only."""
+someone else wrote, changes decided again when someone else wrote first, and
+a crashing turn that fails its caller only."""
 
 from __future__ import annotations
 
 import asyncio
 import uuid
 from datetime import date, datetime, timedelta, timezone
-from typing import AsyncIterator, Awaitable, Callable
+from typing import Any, AsyncIterator, Awaitable, Callable
 
 import asyncpg
 import pytest
@@ -15,7 +16,7 @@ from prometheus_client import REGISTRY
 
 from actors.batch import GroupCommit
 from actors.dentist import DentistActor, Rules
-from actors.messages import Book, GetSlots, Hold, ReleaseHold, Sync
+from actors.messages import Book, CatchUp, ChangeAppointment, GetSlots, Hold, ReleaseHold
 from hub.catalog import Catalog
 from hub.errors import ErrorCode, HubError
 from hub.events import Event
@@ -34,9 +35,9 @@ class World:
         self.published: list[Event] = []
         self._running: list[tuple[DentistActor, asyncio.Task[None]]] = []
 
-    def start(self, rules: Rules = Rules()) -> DentistActor:
-        actor = DentistActor(str(self.dentist), pool=self.pool, writes=GroupCommit(self.pool), catalog=self.catalog,
-                             rules=rules, publish=self.published.extend)
+    def start(self, rules: Rules = Rules(), writes: GroupCommit | None = None) -> DentistActor:
+        actor = DentistActor(str(self.dentist), pool=self.pool, writes=writes or GroupCommit(self.pool),
+                             catalog=self.catalog, rules=rules, publish=self.published.extend)
         self._running.append((actor, asyncio.create_task(actor.run(), name=f"actor:{self.dentist}")))
         return actor
 
@@ -178,9 +179,65 @@ async def test_catches_up_on_a_write_made_by_someone_else(world: World) -> None:
     # Told of a version (as the listener does), it applies what it missed without writing.
     await world.pool.execute(insert, world.other, world.dentist, later)
     version = await world.db_version()
-    assert await actor.ask(Sync(version=version)) == version
+    assert await actor.ask(CatchUp(version=version)) == version
     assert await status(actor, later) == "busy"
     assert world.published == []  # others' events reach subscribers through the feed, not the actor
+
+
+class FirstComesSomeoneElse(GroupCommit):
+    """Group commit where, once, someone else (as psql would) commits a write
+    for the dentist after the actor decided and before its write arrives."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        super().__init__(pool)
+        self.pool = pool
+        self.interloper: tuple[str, tuple[object, ...]] | None = None
+
+    async def write(self, *args: Any) -> bytes:
+        if self.interloper is not None:
+            (query, params), self.interloper = self.interloper, None
+            await self.pool.execute(query, *params)
+        return await super().write(*args)
+
+
+async def test_a_change_made_on_a_stale_version_is_decided_again_on_the_row_as_it_is(world: World) -> None:
+    writes = FirstComesSomeoneElse(world.pool)
+    actor = world.start(writes=writes)
+    staff = world.other  # acting as the clinic (staff=True): the patient hears of the change
+    appt = (await actor.ask(Book(patient_id=world.patient, start=at(9))))["id"]
+    # Decided on a pending appointment; cancelled by someone else before the write: confirming it is refused.
+    writes.interloper = ("UPDATE appointments SET status = 'cancelled' WHERE id = $1", (appt,))
+    error = await refused(actor.ask(ChangeAppointment(appointment_id=appt, by=staff, staff=True, status="confirmed")),
+                          ErrorCode.CONFLICT)
+    assert error.details == {"allowed": []}
+    assert await world.pool.fetchval("SELECT status FROM appointments WHERE id = $1", appt) == "cancelled"
+    assert actor.version == await world.db_version()
+
+    appt = (await actor.ask(Book(patient_id=world.patient, start=at(10))))["id"]
+    # Moved to a time memory thinks free, which someone else booked meanwhile: refused, nothing written.
+    insert = ("INSERT INTO appointments (patient_id, dentist_id, appointment_date, appointment_type) "
+              "VALUES ($1, $2, $3, 'checkup')")
+    writes.interloper = (insert, (world.other, world.dentist, at(11)))
+    await refused(actor.ask(ChangeAppointment(appointment_id=appt, by=staff, staff=True, start=at(11))),
+                  ErrorCode.SLOT_UNAVAILABLE)
+    assert await world.appointments_at(at(11)) == [world.other]
+    assert await world.appointments_at(at(10)) == [world.patient]
+
+    # Someone else confirmed it meanwhile: the move is made on the confirmed row, the patient told once.
+    published = len(world.published)
+    writes.interloper = ("UPDATE appointments SET status = 'confirmed' WHERE id = $1", (appt,))
+    moved = await actor.ask(ChangeAppointment(appointment_id=appt, by=staff, staff=True, start=at(12)))
+    assert (moved["status"], moved["appointment_date"]) == ("confirmed", at(12))
+    row = await world.pool.fetchrow("SELECT * FROM appointments WHERE id = $1", appt)
+    assert moved == {k: row[k] for k in moved}
+    told = await world.pool.fetch("SELECT kind, data FROM notifications WHERE user_id = $1 "
+                                  "AND kind <> 'appointment_booked'", world.patient)
+    assert [(n["kind"], n["data"]["status"], n["data"]["appointment_date"]) for n in told] == [
+        ("appointment_rescheduled", "confirmed", at(12).isoformat())]
+    assert [(e.table_name, e.event_type, e.record_id) for e in world.published[published:]] == [
+        ("appointments", "UPDATE", appt)]  # its own write only: someone else's reaches subscribers by the feed
+    assert actor.version == await world.db_version()
+    assert await status(actor, at(10)) == "free" and await status(actor, at(12)) == "busy"
 
 
 async def test_a_crash_in_one_turn_fails_that_caller_only(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
