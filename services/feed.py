@@ -56,9 +56,9 @@ class Feed:
             if event.dentist_id not in self._filling and last is not None and event.version == last + 1:
                 self._emit(event)
             else:  # a gap, or a dentist heard of for the first time: read the log in order
-                self.notice(event.dentist_id, event.version)
+                self.committed(event.dentist_id, event.version)
 
-    def notice(self, dentist_id: uuid.UUID, version: int) -> None:
+    def committed(self, dentist_id: uuid.UUID, version: int) -> None:
         """Something up to `version` was committed for this dentist: make sure it goes out."""
         last = self._last.get(dentist_id)
         if last is not None and version <= last:

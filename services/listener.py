@@ -41,7 +41,7 @@ class Listener:
         self._dsn = dsn
         self._pool = pool
         self._feed = feed
-        self.extra_channels: dict[str, Any] = {}  # channel -> callback(payload), e.g. notifications
+        self.notify_handlers: dict[str, Any] = {}  # NOTIFY channel name -> asyncpg listener callback
         self.on_connect: list[Callable[[], None]] = []  # called once each LISTEN is in place
         self._directory = directory
         self._catalog = catalog
@@ -51,7 +51,7 @@ class Listener:
         self.ready = asyncio.Event()  # set once the first LISTEN is in place
         self._tasks = Tasks("listener", expected=DB_ERRORS)  # catalog reloads, ended with run()
 
-    def _on_event(self, con: Any, pid: int, channel: str, payload: str) -> None:
+    def _on_event(self, con: Any, pid: int, name: str, payload: str) -> None:
         try:
             ref = _decode(payload)
             dentist, version = uuid.UUID(ref["dentist_id"]), int(ref["version"])
@@ -60,12 +60,12 @@ class Listener:
                 # round trip; look again shortly only in case no actor did.
                 asyncio.get_running_loop().call_later(OWN_GRACE, self._feed.notice, dentist, version)
             else:
-                self._feed.notice(dentist, version)
+                self._feed.committed(dentist, version)
             self._directory.tell_if_live(str(dentist), CatchUp(version=version))
         except (msgspec.DecodeError, KeyError, ValueError, TypeError):
             log.warning("ignored a malformed hub_events payload: %.200s", payload)
 
-    def _on_catalog(self, con: Any, pid: int, channel: str, payload: str) -> None:
+    def _on_catalog(self, con: Any, pid: int, name: str, payload: str) -> None:
         self._tasks.spawn(self._catalog.load(self._pool), "catalog")
 
     async def _resync(self) -> None:
@@ -76,7 +76,7 @@ class Listener:
             return
         rows = await self._pool.fetch("SELECT id, version FROM public.dentists WHERE id = ANY($1)", keys)
         for row in rows:
-            self._feed.notice(row["id"], row["version"])
+            self._feed.committed(row["id"], row["version"])
             self._directory.tell_if_live(str(row["id"]), CatchUp(version=row["version"]))
 
     async def run(self) -> None:
@@ -96,8 +96,8 @@ class Listener:
                 con.add_termination_listener(lambda _: lost.set())
                 await con.add_listener("hub_events", self._on_event)
                 await con.add_listener("hub_catalog", self._on_catalog)
-                for channel, callback in self.extra_channels.items():
-                    await con.add_listener(channel, callback)
+                for name, callback in self.notify_handlers.items():
+                    await con.add_listener(name, callback)
                 self.connected = True
                 await self._resync()
                 for callback in self.on_connect:

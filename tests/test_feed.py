@@ -42,7 +42,7 @@ async def test_a_backlog_goes_out_in_order_without_holding_the_loop(dsn: str,
                 await asyncio.sleep(0)
 
         other = asyncio.create_task(other_work())
-        the_feed.notice(dentist, 50)
+        the_feed.committed(dentist, 50)
         await asyncio.wait_for(other, 10)
         versions = [v for kind, v in seen if kind == "event"]
         assert versions == list(range(1, 51))  # all of them, once each, in order
@@ -86,12 +86,12 @@ async def test_a_gap_is_read_from_the_log_and_a_duplicate_dropped(pool) -> None:
     assert seen == [1, 2, 3, 4]
     # Duplicates (an actor's own event, then NOTIFY about it; a replay) are dropped.
     the_feed.publish([second, third, fourth])
-    the_feed.notice(dentist, 4)
-    the_feed.notice(dentist, 3)
+    the_feed.committed(dentist, 4)
+    the_feed.committed(dentist, 3)
     assert seen == [1, 2, 3, 4] and the_feed.last_version(dentist) == 4
     [fifth] = await write(1)
-    the_feed.notice(dentist, 5)  # NOTIFY of a write made elsewhere
-    the_feed.notice(dentist, 5)
+    the_feed.committed(dentist, 5)  # NOTIFY of a write made elsewhere
+    the_feed.committed(dentist, 5)
     the_feed.publish([fifth])
     await eventually(lambda: the_feed.last_version(dentist) == 5, what="the noticed event")
     assert seen == [1, 2, 3, 4, 5]

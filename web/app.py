@@ -155,10 +155,10 @@ async def _actors(app: web.Application) -> AsyncIterator[None]:
         except (msgspec.DecodeError, KeyError, ValueError):
             log.warning("ignored a malformed hub_notifications payload")
 
-    listener.extra_channels["hub_notifications"] = notified
+    listener.notify_handlers["hub_notifications"] = notified
     realtime.listen(listener)
     webhook_worker = WebhookWorker(pool, settings)
-    listener.extra_channels["hub_webhooks"] = webhook_worker.wake
+    listener.notify_handlers["hub_webhooks"] = webhook_worker.wake
     metrics.track(lambda: (pool.get_size(), pool.get_idle_size()), lambda: len(directory),
                   lambda: len(realtime.sessions))
     loops = Tasks("hub")  # the process's singletons: each logged if it dies, all cancelled at shutdown

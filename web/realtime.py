@@ -153,8 +153,8 @@ class Realtime:
 
     def listen(self, listener: Listener) -> None:
         """The NOTIFY channels this layer follows, on the hub's listener."""
-        def on(channel: str, receive: Callable[[str], None]) -> None:
-            listener.extra_channels[channel] = lambda con, pid, name, payload: receive(payload)
+        def on(name: str, receive: Callable[[str], None]) -> None:
+            listener.notify_handlers[name] = lambda con, pid, channel, payload: receive(payload)
 
         on("hub_broadcast", self.relay.on_relayed)
         on("hub_presence", self.presence.on_relayed)
