@@ -58,7 +58,7 @@ class Listener:
             if pid in db.BACKENDS:
                 # Our own write: its actor publishes it in a moment, with no
                 # round trip; look again shortly only in case no actor did.
-                asyncio.get_running_loop().call_later(OWN_GRACE, self._feed.notice, dentist, version)
+                asyncio.get_running_loop().call_later(OWN_GRACE, self._feed.committed, dentist, version)
             else:
                 self._feed.committed(dentist, version)
             self._directory.tell_if_live(str(dentist), CatchUp(version=version))
