@@ -5,8 +5,8 @@ the offsets in force, whichever path made or changed it (REST, socket, MCP,
 SQL by hand): the `appointment_reminders` view (sql/0016) computes the
 pending ones, so a booking writes nothing for them. A reschedule or a status
 change plans them anew from that moment; a cancelled appointment has none.
-This module writes the configured offsets into the database at start
-(re-planning future appointments when they changed) and sends what is due:
+This module writes the configured offsets into the database at start (when
+they changed, they count for reminders due from then on) and sends what is due:
 the notification (which reaches the patient's realtime channel), the
 `reminder.due` webhook event and the reminder's row in `reminder_log` commit
 together, and inserting that row is the claim, so each reminder goes out from
@@ -42,7 +42,7 @@ def offsets(labels: tuple[str, ...]) -> list[tuple[str, int, int]]:
 
 
 async def configure(pool: asyncpg.Pool, labels: tuple[str, ...]) -> bool:
-    """Make the database's offsets these; re-plan future appointments if they changed."""
+    """Make the database's offsets these, in force from now if they changed."""
     wanted = sorted(offsets(labels))
     async with pool.acquire() as con, con.transaction():
         await con.execute("LOCK TABLE public.reminder_offsets IN EXCLUSIVE MODE")
@@ -51,8 +51,6 @@ async def configure(pool: asyncpg.Pool, labels: tuple[str, ...]) -> bool:
             return False
         await con.execute("DELETE FROM public.reminder_offsets")
         await con.executemany("INSERT INTO public.reminder_offsets (label, days, minutes) VALUES ($1, $2, $3)", wanted)
-        await con.execute("SELECT public.plan_reminders(id) FROM public.appointments "
-                          "WHERE appointment_date > now() AND status IN ('pending', 'confirmed')")
     log.info("reminder offsets are now %s", ", ".join(labels) or "none")
     return True
 

@@ -111,6 +111,7 @@ BEGIN
 END $$;
 
 DROP TABLE public.reminder_log, public.reminder_plans, public.reminder_sweep;
+ALTER TABLE public.reminder_offsets DROP COLUMN since;
 DROP POLICY IF EXISTS reminder_offsets_select ON public.reminder_offsets;
 ALTER TABLE public.appointment_reminders ENABLE ROW LEVEL SECURITY;
 CREATE POLICY appointment_reminders_select ON public.appointment_reminders FOR SELECT

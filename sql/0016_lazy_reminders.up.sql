@@ -21,9 +21,9 @@ CREATE TABLE public.reminder_log (
 );
 
 -- When an appointment's reminders were last planned, if later than its
--- created_at: a change of time or status (or of the offsets) plans them anew
--- from that moment, and only reminders due after it count. 'infinity': never
--- planned (booked before reminders existed, and unchanged since).
+-- created_at: a change of its time or status plans them anew from that
+-- moment, and only reminders due after it count. 'infinity': never planned
+-- (booked before reminders existed, and unchanged since).
 CREATE TABLE public.reminder_plans (
   appointment_id uuid PRIMARY KEY REFERENCES public.appointments(id) ON DELETE CASCADE,
   planned_at     timestamptz NOT NULL
@@ -53,6 +53,12 @@ GROUP BY a.id;
 INSERT INTO public.reminder_sweep (swept_to)
 SELECT least(now(), min(due_at)) FROM public.appointment_reminders WHERE status = 'pending';
 
+-- An offset counts for reminders due after it came into force (the hub
+-- rewrites the offsets when REMINDER_OFFSETS changes); those of 0009 were
+-- planned already.
+ALTER TABLE public.reminder_offsets ADD COLUMN since timestamptz NOT NULL DEFAULT now();
+UPDATE public.reminder_offsets SET since = '-infinity';
+
 DROP TRIGGER appointments_planned ON public.appointments;
 DROP TABLE public.appointment_reminders;
 DROP FUNCTION public.reminder_times(timestamptz, text);
@@ -61,7 +67,8 @@ DROP FUNCTION public.reminder_times(timestamptz, text);
 -- pending ones, computed. `Nd` falls on the same local time N days before in
 -- the dentist's zone (so 23 or 25 hours across a clock change), then the
 -- offset's minutes earlier; a reminder already due when the appointment was
--- planned is not one. Runs as the caller: the appointments' policies decide.
+-- planned, or when its offset came into force, is not one. Runs as the
+-- caller: the appointments' policies decide.
 CREATE VIEW public.appointment_reminders WITH (security_invoker = true) AS
 SELECT l.id, l.appointment_id, l.label, l.due_at, l.status, l.sent_at, l.created_at
 FROM public.reminder_log l
@@ -75,14 +82,14 @@ CROSS JOIN public.reminder_offsets o
 CROSS JOIN LATERAL (
   SELECT ((a.appointment_date AT TIME ZONE d.timezone) - make_interval(days => o.days)) AT TIME ZONE d.timezone
          - make_interval(mins => o.minutes) AS due_at,
-         greatest(a.created_at, p.planned_at) AS planned_at
+         greatest(a.created_at, p.planned_at, o.since) AS planned_at
 ) t
 WHERE a.status IN ('pending', 'confirmed') AND t.due_at > t.planned_at
   AND NOT EXISTS (SELECT 1 FROM public.reminder_log l
                   WHERE l.appointment_id = a.id AND l.label = o.label AND l.due_at = t.due_at);
 
 -- Plan an existing appointment's reminders anew from now (a reschedule, a
--- status change, new offsets).
+-- status change).
 CREATE OR REPLACE FUNCTION public.plan_reminders(_appointment_id uuid) RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = public AS $$
 BEGIN

@@ -159,10 +159,18 @@ async def test_offsets_are_validated_and_replanned(pool: asyncpg.Pool) -> None:
             reminder_offsets(bad)
     assert reminders.offsets(("1d", "90m")) == [("1d", 1, 0), ("90m", 0, 90)]
     assert await reminders.configure(pool, ("1d", "2h")) is False  # already so: nothing re-planned
+    dentist = str(await pool.fetchval("INSERT INTO public.dentists (name) VALUES ('Dr Offsets') RETURNING id"))
+    patient = await pool.fetchval("INSERT INTO auth.users (email) VALUES ('offsets@reminders.test') RETURNING id")
+    shortly = await appointment(pool, dentist, patient, now() + timedelta(minutes=20), booked_ago=HOUR)
+    later = await appointment(pool, dentist, patient, now() + 3 * HOUR, booked_ago=HOUR)
     try:
         assert await reminders.configure(pool, ("30m",)) is True
         labels = await pool.fetchval("SELECT array_agg(DISTINCT label) FROM public.appointment_reminders "
                                      "WHERE status = 'pending'")
         assert labels in (None, ["30m"])
+        # A new offset counts from now: the 30m reminder that fell due ten minutes ago is none.
+        assert await plan(pool, shortly) == {}
+        assert await plan(pool, later) == {"30m": await pool.fetchval(
+            "SELECT appointment_date - interval '30 minutes' FROM public.appointments WHERE id = $1", later)}
     finally:
         await reminders.configure(pool, ("1d", "2h"))
