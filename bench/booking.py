@@ -10,7 +10,9 @@ starts `hub serve` as a separate process, and from this process:
   3. the same number of raw asyncpg INSERTs as in 1 into `appointments` (same
      table, same exclusion constraint and triggers) from --clients connections;
   4. slot queries for a dentist with 1,000 future appointments: latency percentiles.
-Prints one line per figure; docs/BENCHMARKS.md records them.
+Prints one line per figure (with the CPU time of the hub process, and of the
+bench database's PostgreSQL backends when the server runs on this machine);
+docs/BENCHMARKS.md records them.
 """
 
 from __future__ import annotations
@@ -171,8 +173,11 @@ async def open_loop(url: str, tokens: list[str], slots: Slots, rate: int, second
         return time.perf_counter() - began, latencies
 
 
-async def raw_inserts(dsn: str, patients: list[uuid.UUID], slots: Slots, total: int, clients: int) -> float:
+async def raw_inserts(dsn: str, patients: list[uuid.UUID], slots: Slots, total: int,
+                      clients: int) -> tuple[float, float | None]:
+    """INSERTs per second, and PostgreSQL's CPU seconds for them."""
     pool = await asyncpg.create_pool(dsn, min_size=clients, max_size=clients)
+    database = await DatabaseCPU(dsn).start()
     remaining = total
 
     async def client(i: int) -> None:
@@ -188,8 +193,9 @@ async def raw_inserts(dsn: str, patients: list[uuid.UUID], slots: Slots, total: 
     began = time.perf_counter()
     await asyncio.gather(*(client(i) for i in range(clients)))
     elapsed = time.perf_counter() - began
+    cpu = await database.stop()
     await pool.close()
-    return total / elapsed
+    return total / elapsed, cpu
 
 
 async def slot_queries(url: str, dsn: str, token: str, queries: int) -> list[float]:
@@ -239,6 +245,44 @@ class Used(NamedTuple):
                 f"CPU stolen by the host {self.stolen / self.seconds * 100:.0f}% of a core")
 
 
+class DatabaseCPU:
+    """CPU time of the PostgreSQL backends connected to `dsn`'s database, from
+    now until `stop()` (Linux, server on this machine; None otherwise). The
+    bench is bound by PostgreSQL on a shared machine: its CPU per booking is
+    steadier than bookings per second. Backends that exit meanwhile are missed."""
+
+    def __init__(self, dsn: str) -> None:
+        self._dsn = dsn
+        self._start: dict[int, int] | None = None
+
+    async def _read(self) -> dict[int, int] | None:
+        con = await asyncpg.connect(self._dsn)
+        try:
+            pids = [r[0] for r in await con.fetch(
+                "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()")]
+        finally:
+            await con.close()
+        try:
+            return {pid: int(Path(f"/proc/{pid}/schedstat").read_text().split()[0]) for pid in pids}
+        except (OSError, ValueError):
+            return None
+
+    async def start(self) -> DatabaseCPU:
+        self._start = await self._read()
+        return self
+
+    async def stop(self) -> float | None:
+        """Seconds of CPU used since start()."""
+        end = await self._read()
+        if self._start is None or end is None:
+            return None
+        return sum(ns - self._start.get(pid, 0) for pid, ns in end.items()) / 1e9
+
+
+def per(seconds: float | None, count: int, what: str) -> str:
+    return f"{seconds / count * 1000:.2f} ms per {what}" if seconds is not None else "not measured (remote server)"
+
+
 class Usage:
     """The hub's CPU and the host's CPU steal from now until `stop()`, from
     /proc (Linux). Steal stalls every process here: on a shared host, runs
@@ -283,12 +327,13 @@ async def main() -> None:
               f"{'DATABASE_URL' if os.environ.get('DATABASE_URL') else 'embedded'}", flush=True)
         # Warm-up: activate every dentist's actor and the connection pool.
         await closed_loop(url, tokens, Slots(dentists, start), args.dentists, args.clients)
-        usage, batches = Usage(proc.pid), await write_batches(url)
+        usage, batches, database = Usage(proc.pid), await write_batches(url), await DatabaseCPU(dsn).start()
         elapsed, lat = await closed_loop(url, tokens, Slots(dentists, start + timedelta(days=1)), args.bookings,
                                          args.clients)
-        used = usage.stop()
+        used, database_cpu = usage.stop(), await database.stop()
         hub_rate = args.bookings / elapsed
         print(f"hub process CPU: {used.cpu / args.bookings * 1000:.2f} ms per booking; {used.shares()}")
+        print(f"PostgreSQL CPU: {per(database_cpu, args.bookings, 'booking')} (the bench database's backends)")
         print(f"hub bookings: {hub_rate:.0f}/s over {args.bookings} bookings, {args.clients} clients, "
               f"{args.dentists} dentists; {batching(batches, await write_batches(url))}", flush=True)
         print(report("hub booking latency (closed loop)", lat), flush=True)
@@ -302,9 +347,10 @@ async def main() -> None:
             print(f"  {len(OVERLOADED)} bookings answered 503 SERVICE_UNAVAILABLE (actor overloaded), counted above")
         # After the open loop: the raw INSERTs bump every dentist's version, so the
         # hub's next write for each would first catch up on them.
-        raw_rate = await raw_inserts(dsn, patients, Slots(dentists, start + timedelta(days=20)), args.bookings,
-                                     args.clients)
-        print(f"raw asyncpg INSERTs: {raw_rate:.0f}/s ({args.clients} connections, same table and constraint)")
+        raw_rate, raw_cpu = await raw_inserts(dsn, patients, Slots(dentists, start + timedelta(days=20)),
+                                              args.bookings, args.clients)
+        print(f"raw asyncpg INSERTs: {raw_rate:.0f}/s ({args.clients} connections, same table and constraint); "
+              f"PostgreSQL CPU {per(raw_cpu, args.bookings, 'INSERT')}")
         print(f"ratio hub/raw: {hub_rate / raw_rate:.2f} (target >= 0.30)", flush=True)
         lat = await slot_queries(url, dsn, tokens[0], args.queries)
         print(report("slot query latency, dentist with 1,000 future appointments", lat) + " (target p99 < 2ms)")

@@ -1,15 +1,18 @@
 """Appointment reminders.
 
-A trigger on appointments (sql/0009) keeps each appointment's reminders
-planned in `appointment_reminders`, whichever path changed it: planned on
-booking, re-planned on reschedule, dropped on cancellation. This module
-writes the configured offsets into the database at start (re-planning future
-appointments when they changed) and sends what is due: the notification
-(which reaches the patient's realtime channel), the `reminder.due` webhook
-event and the `sent` mark commit together, each reminder claimed by one
-process only. After downtime, reminders that fell due meanwhile go out late
-if at most REMINDER_MAX_LATE_MINUTES late and before the appointment starts;
-the others are marked `missed`.
+An appointment's reminders follow from its row, its dentist's time zone and
+the offsets in force, whichever path made or changed it (REST, socket, MCP,
+SQL by hand): the `appointment_reminders` view (sql/0016) computes the
+pending ones, so a booking writes nothing for them. A reschedule or a status
+change plans them anew from that moment; a cancelled appointment has none.
+This module writes the configured offsets into the database at start (when
+they changed, they count for reminders due from then on) and sends what is due:
+the notification (which reaches the patient's realtime channel), the
+`reminder.due` webhook event and the reminder's row in `reminder_log` commit
+together, and inserting that row is the claim, so each reminder goes out from
+one process only. After downtime, reminders that fell due meanwhile go out
+late if at most REMINDER_MAX_LATE_MINUTES late and before the appointment
+starts; the others are logged `missed`.
 """
 
 from __future__ import annotations
@@ -39,7 +42,7 @@ def offsets(labels: tuple[str, ...]) -> list[tuple[str, int, int]]:
 
 
 async def configure(pool: asyncpg.Pool, labels: tuple[str, ...]) -> bool:
-    """Make the database's offsets these; re-plan future appointments if they changed."""
+    """Make the database's offsets these, in force from now if they changed."""
     wanted = sorted(offsets(labels))
     async with pool.acquire() as con, con.transaction():
         await con.execute("LOCK TABLE public.reminder_offsets IN EXCLUSIVE MODE")
@@ -48,8 +51,6 @@ async def configure(pool: asyncpg.Pool, labels: tuple[str, ...]) -> bool:
             return False
         await con.execute("DELETE FROM public.reminder_offsets")
         await con.executemany("INSERT INTO public.reminder_offsets (label, days, minutes) VALUES ($1, $2, $3)", wanted)
-        await con.execute("SELECT public.plan_reminders(id) FROM public.appointments "
-                          "WHERE appointment_date > now() AND status IN ('pending', 'confirmed')")
     log.info("reminder offsets are now %s", ", ".join(labels) or "none")
     return True
 

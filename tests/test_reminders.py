@@ -1,5 +1,7 @@
-"""Appointment reminders: planned by trigger, DST-correct, sent once, late-limited.
-Clock control is in SQL (due times set in the past), never by sleeping."""
+"""Appointment reminders: follow every change of their appointment, DST-correct,
+sent once across processes, late-limited. Clock control is in SQL
+(appointments booked in the past, the senders' sweep set back to when the hub
+went down), never by sleeping."""
 
 from __future__ import annotations
 
@@ -35,17 +37,29 @@ async def plan(pool: asyncpg.Pool, appointment_id: uuid.UUID) -> dict[str, datet
     return {r["label"]: r["due_at"] for r in rows}
 
 
-async def appointment(api: Api, dentist_id: str, patient: uuid.UUID, start: datetime) -> uuid.UUID:
-    return await api.pool.fetchval(
-        "INSERT INTO public.appointments (patient_id, dentist_id, appointment_date, appointment_type, status) "
-        "VALUES ($1, $2, $3, 'checkup', 'confirmed') RETURNING id", patient, uuid.UUID(dentist_id), start)
+async def appointment(pool: asyncpg.Pool, dentist_id: str, patient: uuid.UUID, start: datetime,
+                      booked_ago: timedelta = timedelta(0)) -> uuid.UUID:
+    """An appointment typed in by hand, booked `booked_ago` (reminders due before then are none of its)."""
+    return await pool.fetchval(
+        "INSERT INTO public.appointments (patient_id, dentist_id, appointment_date, appointment_type, status, "
+        "created_at) VALUES ($1, $2, $3, 'checkup', 'confirmed', now() - $4::interval) RETURNING id",
+        patient, uuid.UUID(dentist_id), start, booked_ago)
+
+
+async def hub_down_since(pool: asyncpg.Pool, ago: timedelta) -> None:
+    """Clock control: no sender has looked for due reminders for `ago`."""
+    await pool.execute("UPDATE public.reminder_sweep SET swept_to = now() - $1::interval", ago)
+
+
+def now() -> datetime:
+    return datetime.now(timezone.utc).replace(microsecond=0)
 
 
 async def test_plan_is_dst_correct_and_follows_every_change(api: Api, clinic: Any) -> None:
     dentist_id = await make_dentist(api, clinic.admin, name="Dr Berlin", timezone="Europe/Berlin")
     change = next_dst_sundays()[0]
     start = datetime.combine(change, datetime.min.time(), BERLIN).replace(hour=10)
-    booked = await appointment(api, dentist_id, clinic.patient.id, start)
+    booked = await appointment(api.pool, dentist_id, clinic.patient.id, start)
     planned = await plan(api.pool, booked)
     assert planned["2h"] == start - 2 * HOUR
     day_before = planned["1d"].astimezone(BERLIN)
@@ -67,47 +81,68 @@ async def test_plan_is_dst_correct_and_follows_every_change(api: Api, clinic: An
     assert status == 200 and await plan(api.pool, uuid.UUID(body["id"])) == {}
 
 
-async def test_due_reminders_go_out_once_and_late_ones_are_missed(api: Api, clinic: Any) -> None:
-    await api.pool.execute("INSERT INTO public.webhook_endpoints (url, events, secret, enabled) "
-                           "VALUES ('http://192.0.2.1/h', '{reminder.due}', 'whsec_AAAA', true)")
-    soon = await appointment(api, clinic.dentist_id, clinic.patient.id,
-                             datetime.now(timezone.utc).replace(microsecond=0) + 5 * HOUR)
-    stale = await appointment(api, clinic.dentist_id, clinic.other_patient.id,
-                              datetime.now(timezone.utc).replace(microsecond=0) + 7 * HOUR)
-    # Clock control: one fell due a minute ago, the other three hours ago (past the one-hour limit).
-    await api.pool.execute("UPDATE public.appointment_reminders SET due_at = now() - interval '1 minute' "
-                           "WHERE appointment_id = $1 AND label = '2h'", soon)
-    await api.pool.execute("UPDATE public.appointment_reminders SET due_at = now() - interval '3 hours' "
-                           "WHERE appointment_id = $1 AND label = '2h'", stale)
-    pools = [await asyncpg.create_pool(api.pool._connect_args[0], min_size=1, max_size=2) for _ in range(3)]
+async def test_due_reminders_go_out_once_and_late_ones_are_missed(api: Api, clinic: Any, settings: Settings,
+                                                                 pool: asyncpg.Pool, aiohttp_client: Any) -> None:
+    await api.client.close()  # the hub goes down; reminders fall due meanwhile
+    await pool.execute("INSERT INTO public.webhook_endpoints (url, events, secret, enabled) "
+                       "VALUES ('http://192.0.2.1/h', '{reminder.due}', 'whsec_AAAA', true)")
+    # Its 2h reminder fell due a minute ago; its 1d one fell before it was booked.
+    soon = await appointment(pool, clinic.dentist_id, clinic.patient.id, now() + 2 * HOUR - timedelta(minutes=1),
+                             booked_ago=HOUR)
+    # Its 1d reminder fell due three hours ago, past the one-hour limit.
+    stale = await appointment(pool, clinic.dentist_id, clinic.other_patient.id, now() + 21 * HOUR,
+                              booked_ago=4 * HOUR)
+    await hub_down_since(pool, 4 * HOUR)
+    pools = [await asyncpg.create_pool(pool._connect_args[0], min_size=1, max_size=2) for _ in range(3)]
     try:  # three "processes" race for the same reminders
         results = await asyncio.gather(*(reminders.send_due(p, timedelta(hours=1)) for p in pools))
     finally:
         await asyncio.gather(*(p.close() for p in pools))
     assert sum(r["sent"] for r in results) == 1 and sum(r["missed"] for r in results) == 1
-    assert await api.pool.fetchval("SELECT status FROM public.appointment_reminders "
-                                   "WHERE appointment_id = $1 AND label = '2h'", stale) == "missed"
+    assert await pool.fetchval("SELECT status FROM public.appointment_reminders "
+                               "WHERE appointment_id = $1 AND label = '1d'", stale) == "missed"
+    assert await reminders.send_due(pool, timedelta(hours=1)) == {"sent": 0, "missed": 0}  # nothing twice
 
+    api = Api(await aiohttp_client(create_app(dataclasses.replace(settings, reminder_poll_seconds=3600))))
     status, page = await api.get("/api/notifications", clinic.patient)
     sent = [n for n in page["data"] if n["kind"] == "appointment_reminder"]
     assert len(sent) == 1 and sent[0]["data"]["appointment_id"] == str(soon) and sent[0]["data"]["offset"] == "2h"
+    assert sent[0]["data"]["reminder_id"] == str(await pool.fetchval(
+        "SELECT id FROM public.appointment_reminders WHERE appointment_id = $1 AND status = 'sent'", soon))
     status, page = await api.get("/api/notifications", clinic.other_patient)
     assert not [n for n in page["data"] if n["kind"] == "appointment_reminder"]
-    hooks = await api.pool.fetch("SELECT data FROM public.webhook_messages WHERE type = 'reminder.due'")
+    hooks = await pool.fetch("SELECT data FROM public.webhook_messages WHERE type = 'reminder.due'")
     assert [h["data"]["appointment"]["id"] for h in hooks] == [str(soon)]
-    assert await reminders.send_due(api.pool, timedelta(hours=1)) == {"sent": 0, "missed": 0}  # nothing twice
-    await api.pool.execute("DELETE FROM public.webhook_endpoints")
+    await pool.execute("DELETE FROM public.webhook_endpoints")
+
+
+async def test_a_moved_appointment_is_reminded_of_its_new_time(api: Api, clinic: Any, pool: asyncpg.Pool) -> None:
+    """A reminder already sent stays sent; the new time gets its own; moving
+    back to a time already reminded of sends nothing again."""
+    await api.client.close()  # this test sends by itself
+    booked = await appointment(pool, clinic.other_dentist_id, clinic.patient.id,
+                               now() + 2 * HOUR - timedelta(minutes=1), booked_ago=HOUR)
+    first = (await plan(pool, booked))["2h"]
+    assert await reminders.send_due(pool, timedelta(hours=1)) == {"sent": 1, "missed": 0}
+    await pool.execute("UPDATE public.appointments SET appointment_date = appointment_date + interval '1 day' "
+                       "WHERE id = $1", booked)
+    assert await plan(pool, booked) == {"1d": first + 2 * HOUR, "2h": first + timedelta(days=1)}  # new time, new reminders
+    await pool.execute("UPDATE public.appointments SET appointment_date = appointment_date - interval '1 day' "
+                       "WHERE id = $1", booked)
+    await pool.execute("UPDATE public.reminder_plans SET planned_at = now() - interval '1 hour' "
+                       "WHERE appointment_id = $1", booked)  # as if moved back before the first was due
+    assert await plan(pool, booked) == {}  # back to the time already reminded of: nothing pending again
+    assert await reminders.send_due(pool, timedelta(hours=1)) == {"sent": 0, "missed": 0}
+    assert [r["status"] for r in await pool.fetch(
+        "SELECT status FROM public.appointment_reminders WHERE appointment_id = $1", booked)] == ["sent"]
 
 
 async def test_reminders_due_while_down_go_out_at_start(api: Api, clinic: Any, settings: Settings,
                                                         pool: asyncpg.Pool, aiohttp_client: Any) -> None:
     await api.client.close()  # the hub is down
-    booked = await pool.fetchval(
-        "INSERT INTO public.appointments (patient_id, dentist_id, appointment_date, appointment_type) "
-        "VALUES ($1, $2, now() + interval '4 hours', 'checkup') RETURNING id", clinic.patient.id,
-        uuid.UUID(clinic.dentist_id))
-    await pool.execute("UPDATE public.appointment_reminders SET due_at = now() - interval '10 minutes' "
-                       "WHERE appointment_id = $1", booked)
+    booked = await appointment(pool, clinic.dentist_id, clinic.patient.id, now() + 2 * HOUR - timedelta(minutes=10),
+                               booked_ago=HOUR)  # its 2h reminder fell due ten minutes ago
+    await hub_down_since(pool, timedelta(minutes=15))
     await aiohttp_client(create_app(dataclasses.replace(settings, reminder_poll_seconds=60)))  # back up
 
     async def sent() -> bool:
@@ -124,10 +159,18 @@ async def test_offsets_are_validated_and_replanned(pool: asyncpg.Pool) -> None:
             reminder_offsets(bad)
     assert reminders.offsets(("1d", "90m")) == [("1d", 1, 0), ("90m", 0, 90)]
     assert await reminders.configure(pool, ("1d", "2h")) is False  # already so: nothing re-planned
+    dentist = str(await pool.fetchval("INSERT INTO public.dentists (name) VALUES ('Dr Offsets') RETURNING id"))
+    patient = await pool.fetchval("INSERT INTO auth.users (email) VALUES ('offsets@reminders.test') RETURNING id")
+    shortly = await appointment(pool, dentist, patient, now() + timedelta(minutes=20), booked_ago=HOUR)
+    later = await appointment(pool, dentist, patient, now() + 3 * HOUR, booked_ago=HOUR)
     try:
         assert await reminders.configure(pool, ("30m",)) is True
         labels = await pool.fetchval("SELECT array_agg(DISTINCT label) FROM public.appointment_reminders "
                                      "WHERE status = 'pending'")
         assert labels in (None, ["30m"])
+        # A new offset counts from now: the 30m reminder that fell due ten minutes ago is none.
+        assert await plan(pool, shortly) == {}
+        assert await plan(pool, later) == {"30m": await pool.fetchval(
+            "SELECT appointment_date - interval '30 minutes' FROM public.appointments WHERE id = $1", later)}
     finally:
         await reminders.configure(pool, ("1d", "2h"))
