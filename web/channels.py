@@ -32,6 +32,7 @@ COLUMNS: dict[str, list[dict[str, str]]] = {
     "slot_reservations": rows.realtime_columns(rows.SlotReservationRow),
     "dentists": rows.realtime_columns(rows.Dentist, omit=("version",)),
 }
+_COLUMN_NAMES = {table: frozenset(c["name"] for c in columns) for table, columns in COLUMNS.items()}
 _OPS = ("eq", "neq", "lt", "lte", "gt", "gte", "in")
 _FILTER = re.compile(r"^([a-z_]+)=(eq|neq|lt|lte|gt|gte|in)\.(.*)$", re.S)
 
@@ -129,7 +130,7 @@ def _compare(op: str, actual: Any, wanted: str) -> bool:
         return False
 
 
-class BindingSpec(msgspec.Struct, frozen=True):
+class BindingSpec(msgspec.Struct, frozen=True, gc=False):
     """A postgres_changes binding as clients send it (other keys, such as
     realtime-py's `select`, are ignored); parse_binding checks its values."""
     event: str = "*"
@@ -164,8 +165,7 @@ def parse_binding(spec: BindingSpec) -> Binding:
     test = None
     if filt:
         match = _FILTER.match(filt)
-        names = {c["name"] for c in COLUMNS[table]}
-        if match is None or match.group(1) not in names:
+        if match is None or match.group(1) not in _COLUMN_NAMES[table]:
             raise binding_refused("filter", table=table)
         column, op, wanted = match.groups()
         test = lambda row, c=column, o=op, w=wanted: _compare(o, row.get(c), w)  # noqa: E731

@@ -5,7 +5,8 @@ Each handler decodes its payload once, where it handles it: the join
 presence (web/presence.py) and the booking commands (web/commands.py); the
 structs sit beside their handlers. Keys a struct does not name are ignored, as
 Supabase Realtime ignores them: realtime-js and realtime-py send some the hub
-does not read.
+does not read. The structs are frozen and left out of the garbage collector
+(gc=False): decoded JSON holds no reference cycles.
 
 A payload that does not fit its struct is refused with a HubError. Where the
 protocol has its own words for a field (`config must be an object`), the

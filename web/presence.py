@@ -66,7 +66,7 @@ class _Sync(_Relayed, tag="sync"):
 _decode_presence = msgspec.json.Decoder(_Track | _State | _Sync).decode
 
 
-class _Push(msgspec.Struct, frozen=True, tag_field="event"):
+class _Push(msgspec.Struct, frozen=True, gc=False, tag_field="event"):
     """A `presence` push from a client (realtime-js `track()`, `untrack()`); `type` is not read."""
 
 

@@ -41,7 +41,7 @@ class _Batch(msgspec.Struct):
     messages: list[_HttpMessage]
 
 
-class _Push(msgspec.Struct, frozen=True):
+class _Push(msgspec.Struct, frozen=True, gc=False):
     """A `broadcast` pushed on a joined socket (`type` is not read)."""
     event: str
     payload: Any = None
