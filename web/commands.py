@@ -8,7 +8,7 @@ On a joined channel a client pushes `slots`, `reserve`, `extend`, `release`,
 from __future__ import annotations
 
 import uuid
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 
@@ -16,6 +16,8 @@ from hub import errors
 from services.booking import Booking, CreateAppointmentDTO, ReserveDTO, SlotsQuery, UpdateAppointmentDTO
 from web import payloads
 from web.session import Channel
+
+T = TypeVar("T")
 
 # Each command's payload: the DTO REST decodes, with what REST takes from the
 # path or a header (`dentist_id`: the channel's dentist by default).
@@ -40,6 +42,7 @@ class _Book(CreateAppointmentDTO, kw_only=True, forbid_unknown_fields=True):
 
 
 class _Change(msgspec.Struct, forbid_unknown_fields=True):
+    """appointment_id alone: a missing or bad one is refused as decoded so (`Expected uuid, got null`)."""
     appointment_id: uuid.UUID
 
 
@@ -64,7 +67,7 @@ _REFUSALS: dict[str, payloads.Refusal] = {
 }
 
 
-def _decode(payload: dict[str, Any], type_: type[payloads.T]) -> payloads.T:
+def _decode(payload: dict[str, Any], type_: type[T]) -> T:
     return payloads.decode(payload, type_, _REFUSALS)
 
 

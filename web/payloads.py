@@ -72,8 +72,8 @@ def _walk(value: Any, steps: list[str | int]) -> Any:
 
 
 def refusal_alone(type_: Any, value: Any, where: str) -> HubError:
-    """The refusal `value` got when it was decoded on its own as `type_`
-    (it does not fit: the enclosing struct said so); paths start at it."""
+    """The refusal of `value` decoded on its own as `type_` (which it does not
+    fit: the enclosing struct said so), so msgspec's paths start at it."""
     try:
         msgspec.convert(value, type_)
     except msgspec.ValidationError as exc:
