@@ -10,6 +10,7 @@ import uuid
 from datetime import datetime, timezone
 from typing import Any
 
+import msgspec
 import pytest
 
 from hub.errors import HubError
@@ -18,14 +19,14 @@ from tests.conftest import slot_at
 from tests.test_realtime import base, book, connect, drain_until
 from web import channels
 from web.bindings import MAX_PER_SOCKET, BindingIndex, check_cap
-from web.channels import Binding, parse_binding
+from web.channels import Binding, BindingSpec, parse_binding
 
 
 class FakeChannel:
     """What the index reads of a channel: its bindings (and identity)."""
 
     def __init__(self, *specs: dict[str, Any]) -> None:
-        self.bindings: list[Binding] = [parse_binding(s) for s in specs]
+        self.bindings: list[Binding] = [parse_binding(msgspec.convert(s, BindingSpec)) for s in specs]
 
 
 _ids = itertools.count(1)

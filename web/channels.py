@@ -17,6 +17,7 @@ from datetime import datetime
 from typing import Any, Callable
 
 import cachetools
+import msgspec
 
 from hub import errors, rows
 from hub.events import Event
@@ -33,6 +34,7 @@ COLUMNS: dict[str, list[dict[str, str]]] = {
     "slot_reservations": rows.realtime_columns(rows.SlotReservationRow),
     "dentists": rows.realtime_columns(rows.Dentist, omit=("version",)),
 }
+_COLUMN_NAMES = {table: frozenset(c["name"] for c in columns) for table, columns in COLUMNS.items()}
 _OPS = ("eq", "neq", "lt", "lte", "gt", "gte", "in")
 _FILTER = re.compile(r"^([a-z_]+)=(eq|neq|lt|lte|gt|gte|in)\.(.*)$", re.S)
 
@@ -139,28 +141,43 @@ def _compare(op: str, actual: Any, wanted: str) -> bool:
         return False
 
 
-def parse_binding(spec: Any) -> Binding:
-    """Raises VALIDATION_ERROR naming what is wrong with a postgres_changes binding."""
-    if not isinstance(spec, dict):
-        raise errors.invalid("postgres_changes bindings are objects {event, schema, table, filter?}",
-                             field="postgres_changes")
-    event = spec.get("event", "*")
-    schema = spec.get("schema", "public")
-    table = spec.get("table")
-    filt = spec.get("filter") or ""
+class BindingSpec(msgspec.Struct, frozen=True, gc=False):
+    """A postgres_changes binding as clients send it (other keys, such as
+    realtime-py's `select`, are ignored); parse_binding checks its values."""
+    event: str = "*"
+    schema: str = "public"
+    table: str = ""
+    filter: str | None = None
+
+
+def binding_refused(field: str | None, value: Any = None, table: Any = None) -> errors.HubError:
+    """VALIDATION_ERROR for a binding whose `field` is wrong, in value or in type
+    (`table`: the binding's, for a filter); None: the binding is not an object."""
+    if field == "event":
+        return errors.invalid(f"postgres_changes event must be *, INSERT, UPDATE or DELETE, not {value!r}",
+                              field="postgres_changes.event")
+    if field in ("schema", "table"):
+        return errors.invalid(f"postgres_changes is available on public.{', public.'.join(COLUMNS)}",
+                              field="postgres_changes.table")
+    if field == "filter":
+        return errors.invalid(f"filter must be column=op.value with op one of {', '.join(_OPS)} "
+                              f"on a column of {table}", field="postgres_changes.filter")
+    return errors.invalid("postgres_changes bindings are objects {event, schema, table, filter?}",
+                          field="postgres_changes")
+
+
+def parse_binding(spec: BindingSpec) -> Binding:
+    """Raises VALIDATION_ERROR (binding_refused) naming what is wrong with a postgres_changes binding."""
+    event, schema, table, filt = spec.event, spec.schema, spec.table, spec.filter or ""
     if event not in ("*", "INSERT", "UPDATE", "DELETE"):
-        raise errors.invalid(f"postgres_changes event must be *, INSERT, UPDATE or DELETE, not {event!r}",
-                             field="postgres_changes.event")
+        raise binding_refused("event", event)
     if schema != "public" or table not in COLUMNS:
-        raise errors.invalid(f"postgres_changes is available on public.{', public.'.join(COLUMNS)}",
-                             field="postgres_changes.table")
+        raise binding_refused("table")
     test = None
     if filt:
-        match = _FILTER.match(filt) if isinstance(filt, str) else None
-        names = {c["name"] for c in COLUMNS[table]}
-        if match is None or match.group(1) not in names:
-            raise errors.invalid(f"filter must be column=op.value with op one of {', '.join(_OPS)} "
-                                 f"on a column of {table}", field="postgres_changes.filter")
+        match = _FILTER.match(filt)
+        if match is None or match.group(1) not in _COLUMN_NAMES[table]:
+            raise binding_refused("filter", table=table)
         column, op, wanted = match.groups()
         test = lambda row, c=column, o=op, w=wanted: _compare(o, row.get(c), w)  # noqa: E731
     key = (event, schema, table, filt)

@@ -11,6 +11,9 @@ As in Supabase Realtime (`RealtimeChannel.join` / `handle_in("access_token")`):
   `dentists.user_id`) re-authorizes every channel of that user the same way;
 - a refused join answers `{reason}` only: realtime-js builds its error
   message from every value of the response.
+
+The join payload is decoded into `Join` before anything else happens, so a bad
+one changes nothing (a rejoin keeps its channel).
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import asyncpg
 import msgspec
@@ -29,7 +32,7 @@ from hub.errors import HubError
 from hub.protocol import Message
 from services.booking import Booking
 from services.users import Principals
-from web import channels
+from web import channels, payloads
 from web.bindings import check_cap as check_bindings_cap
 from web.catchup import positions
 from web.session import MAX_CHANNELS, Channel, Session
@@ -41,6 +44,64 @@ log = logging.getLogger("hub.realtime")
 
 REPLAY_LIMIT = 1000   # a client further behind than this reloads instead
 MAX_BINDINGS = 20     # postgres_changes bindings per join
+
+Versions = dict[uuid.UUID, int]  # dentist id -> the last version the client has
+
+
+class BroadcastConfig(msgspec.Struct, frozen=True, gc=False):
+    self: bool = False  # the sender gets its own broadcasts too
+    ack: bool = False   # the sender gets a reply to each of its broadcasts
+
+
+class JoinConfig(msgspec.Struct, frozen=True, gc=False):
+    """`config` of a join. `presence` and `private` are not read (the hub keys
+    presences by caller, and its own rules decide who sees what:
+    docs/REALTIME.md), so whatever a client sends there cannot refuse a join."""
+    broadcast: BroadcastConfig | None = None
+    postgres_changes: Annotated[list[channels.BindingSpec], msgspec.Meta(max_length=MAX_BINDINGS)] | None = None
+    versions: Versions | None | msgspec.UnsetType = msgspec.UNSET
+
+
+class Join(msgspec.Struct, frozen=True, gc=False):
+    """A `phx_join` payload; `versions` may sit here or in `config` (where it wins)."""
+    config: JoinConfig | None = None
+    access_token: str | None = None
+    versions: Versions | None = None
+
+
+class TokenRefresh(msgspec.Struct, frozen=True, gc=False):
+    """An `access_token` push on a joined channel."""
+    access_token: str | None = None
+
+
+_NO_CONFIG = JoinConfig()
+_NO_BROADCAST = BroadcastConfig()
+
+
+def _token_refused(*_: Any) -> HubError:
+    return errors.unauthorized("access_token must be a string")
+
+
+def _versions_refused(value: Any, _holder: Any) -> HubError:
+    return payloads.refusal_alone(Versions, value, "versions")
+
+
+_JOIN_REFUSALS: dict[str, payloads.Refusal] = {
+    "config": lambda *_: errors.invalid("config must be an object", field="config"),
+    "access_token": _token_refused,
+    "versions": _versions_refused,
+    "config.versions": _versions_refused,
+    "config.broadcast": lambda *_: errors.invalid("config.broadcast must be an object", field="config"),
+    "config.postgres_changes": lambda *_: errors.invalid(
+        f"postgres_changes must be a list of at most {MAX_BINDINGS} bindings", field="postgres_changes"),
+    "config.postgres_changes[]": lambda *_: channels.binding_refused(None),
+    "config.postgres_changes[].event": lambda value, holder: channels.binding_refused("event", value),
+    "config.postgres_changes[].schema": lambda *_: channels.binding_refused("schema"),
+    "config.postgres_changes[].table": lambda *_: channels.binding_refused("table"),
+    "config.postgres_changes[].filter": lambda value, holder: channels.binding_refused(
+        "filter", table=holder.get("table")),
+}
+_TOKEN_REFUSALS: dict[str, payloads.Refusal] = {"access_token": _token_refused}
 
 
 class Joins:
@@ -62,11 +123,9 @@ class Joins:
             dentists = frozenset(r["id"] for r in rows)
         return policy.Caller(principal, dentists)
 
-    async def _principal(self, session: Session, token: Any) -> Principal:
+    async def _principal(self, session: Session, token: str | None) -> Principal:
         if token is None:  # the socket's caller, with the roles they hold now
             return await self.principals.get(session.principal.claims)
-        if not isinstance(token, str):
-            raise errors.unauthorized("access_token must be a string")
         return await self.principals.get(verify_token(self._rt.keys, token))
 
     # ---- join ----------------------------------------------------------------------
@@ -96,20 +155,21 @@ class Joins:
         if channel.pending is not None:
             await self._replay(channel, versions)
 
-    async def _admit(self, session: Session, msg: Message) -> tuple[Channel, dict[uuid.UUID, int] | None]:
+    async def _admit(self, session: Session, msg: Message) -> tuple[Channel, Versions | None]:
         """The new channel, authorized, and the versions to replay from (None:
         look them up, `realtime_cursors`); live events are held meanwhile."""
-        payload = msg.payload
-        config = payload.get("config") or {}
-        if not isinstance(config, dict):
-            raise errors.invalid("config must be an object", field="config")
+        try:  # payloads.decode, inlined: joins come in storms after a restart
+            join = msgspec.convert(msg.payload, Join)
+        except msgspec.ValidationError as exc:
+            raise payloads.refusal(exc, msg.payload, _JOIN_REFUSALS) from None
+        config = join.config or _NO_CONFIG
         topic = channels.parse_topic(msg.topic)
         old = session.channels.pop(msg.topic, None)
         if old is not None:
             self._rt.leave(old, ended=False)  # a rejoin on this socket replaces the old subscription
         if len(session.channels) >= MAX_CHANNELS:
             raise errors.invalid(f"a socket may join at most {MAX_CHANNELS} channels", field="topic")
-        principal = await self._principal(session, payload.get("access_token"))
+        principal = await self._principal(session, join.access_token)
         viewer = await self.viewer(principal)
         reason = policy.join_denied(viewer, topic.kind, topic.key)
         if reason is not None:
@@ -117,18 +177,13 @@ class Joins:
         if topic.kind is not None and topic.kind[1] == "dentist_id" and topic.key not in self._dentists:
             await self._booking.dentist_user(topic.key)  # NOT_FOUND for an unknown dentist
             self._dentists.add(topic.key)
-        raw_bindings = config.get("postgres_changes") or []
-        if not isinstance(raw_bindings, list) or len(raw_bindings) > MAX_BINDINGS:
-            raise errors.invalid(f"postgres_changes must be a list of at most {MAX_BINDINGS} bindings",
-                                 field="postgres_changes")
-        bindings = [channels.parse_binding(spec) for spec in raw_bindings]
+        specs = config.postgres_changes
+        bindings = [channels.parse_binding(spec) for spec in specs] if specs else []
         check_bindings_cap(session.channels.values(), len(bindings))
-        versions = _versions(config.get("versions", payload.get("versions")))
-        broadcast = config.get("broadcast") or {}
-        if not isinstance(broadcast, dict):
-            raise errors.invalid("config.broadcast must be an object", field="config")
+        versions = (join.versions if config.versions is msgspec.UNSET else config.versions) or {}
+        broadcast = config.broadcast or _NO_BROADCAST
         channel = Channel(session, topic, msg.join_ref or msg.ref, viewer, principal.claims.exp, bindings,
-                          broadcast_self=bool(broadcast.get("self")), broadcast_ack=bool(broadcast.get("ack")))
+                          broadcast_self=broadcast.self, broadcast_ack=broadcast.ack)
         if versions:
             channel.start = dict(versions)
         elif old is not None and old.viewer.principal.user_id == principal.user_id:
@@ -203,11 +258,11 @@ class Joins:
     async def refresh(self, channel: Channel, msg: Message) -> None:
         """`access_token` on a joined channel: the new token decides what it sees."""
         session = channel.session
-        token = msg.payload.get("access_token")
-        if token is None:
-            session.push(protocol.reply(session.vsn, msg, "ok", {}))
-            return
         try:
+            token = payloads.decode(msg.payload, TokenRefresh, _TOKEN_REFUSALS).access_token
+            if token is None:
+                session.push(protocol.reply(session.vsn, msg, "ok", {}))
+                return
             principal = await self._principal(session, token)
         except HubError as exc:
             session.push(protocol.reply(session.vsn, msg, "error", {"reason": exc.message}))
@@ -258,12 +313,3 @@ class Joins:
         for channel in expired:
             self.close(channel, "Token has expired")
         return len(expired)
-
-
-def _versions(raw: Any) -> dict[uuid.UUID, int]:
-    if raw is None:
-        return {}
-    try:
-        return msgspec.convert(raw, dict[uuid.UUID, int])
-    except msgspec.ValidationError as exc:
-        raise errors.from_validation(exc, where="versions") from None

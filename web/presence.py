@@ -25,6 +25,7 @@ import msgspec
 from hub import errors, protocol
 from hub.aio import wait_event
 from hub.protocol import Message
+from web import payloads
 from web.session import Channel
 
 log = logging.getLogger("hub.realtime")
@@ -63,6 +64,28 @@ class _Sync(_Relayed, tag="sync"):
 
 
 _decode_presence = msgspec.json.Decoder(_Track | _State | _Sync).decode
+
+
+class _Push(msgspec.Struct, frozen=True, gc=False, tag_field="event"):
+    """A `presence` push from a client (realtime-js `track()`, `untrack()`); `type` is not read."""
+
+
+class _TrackPush(_Push, tag="track"):
+    payload: dict[str, Any] | None = None  # the client's meta
+
+
+class _UntrackPush(_Push, tag="untrack"):
+    pass
+
+
+def _bad_meta() -> errors.HubError:
+    return errors.invalid("presence payload must be an object under 4 KiB", field="payload")
+
+
+_REFUSALS: dict[str, payloads.Refusal] = {
+    "event": lambda *_: errors.invalid("presence event must be track or untrack", field="event"),
+    "payload": lambda *_: _bad_meta(),
+}
 
 
 def identity(channel: Channel) -> tuple[str, dict[str, Any]]:
@@ -107,16 +130,14 @@ class Presence:
         return state
 
     def push(self, channel: Channel, msg: Message) -> None:
-        kind = msg.payload.get("event")
-        if kind == "track":
-            meta = msg.payload.get("payload") or {}
-            if not isinstance(meta, dict) or len(msgspec.json.encode(meta)) > META_MAX:
-                raise errors.invalid("presence payload must be an object under 4 KiB", field="payload")
+        push = payloads.decode(msg.payload, _TrackPush | _UntrackPush, _REFUSALS)
+        if isinstance(push, _TrackPush):
+            meta = push.payload or {}
+            if len(msgspec.json.encode(meta)) > META_MAX:
+                raise _bad_meta()
             self._track(channel, meta)
-        elif kind == "untrack":
-            self.untrack(channel)
         else:
-            raise errors.invalid("presence event must be track or untrack", field="event")
+            self.untrack(channel)
         if msg.ref is not None:
             channel.session.push(protocol.reply(channel.session.vsn, msg, "ok", {}))
 

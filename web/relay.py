@@ -21,7 +21,7 @@ from aiohttp import web
 from hub import errors, protocol
 from hub.auth import bearer
 from hub.protocol import Message
-from web import channels
+from web import channels, payloads
 from web.session import Channel
 
 BROADCAST_MAX = 7000  # bytes: a client broadcast is relayed through NOTIFY (8000-byte limit)
@@ -41,16 +41,29 @@ class _Batch(msgspec.Struct):
     messages: list[_HttpMessage]
 
 
+class _Push(msgspec.Struct, frozen=True, gc=False):
+    """A `broadcast` pushed on a joined socket (`type` is not read)."""
+    event: str
+    payload: Any = None
+
+
+def _no_event() -> errors.HubError:
+    return errors.invalid("broadcast needs an event name", field="event")
+
+
+_REFUSALS: dict[str, payloads.Refusal] = {"event": lambda *_: _no_event()}
+
+
 class Relay:
     def __init__(self, origin: str, fan_out: FanOut, notify: Callable[[str, list[str]], Awaitable[None]]) -> None:
         self.origin = origin
         self._fan_out = fan_out
         self._notify = notify
 
-    def _encode(self, canonical: str, event: Any, body: Any) -> str:
-        """The relayed form, checked: raises for a missing event or an oversized payload."""
-        if not isinstance(event, str) or not event:
-            raise errors.invalid("broadcast needs an event name", field="event")
+    def _encode(self, canonical: str, event: str, body: Any) -> str:
+        """The relayed form, checked: raises for an empty event or an oversized payload."""
+        if not event:
+            raise _no_event()
         relay = msgspec.json.encode({"origin": self.origin, "topic": canonical, "event": event, "payload": body})
         if len(relay) > BROADCAST_MAX:
             raise errors.HubError(errors.ErrorCode.PAYLOAD_TOO_LARGE,
@@ -60,9 +73,10 @@ class Relay:
     async def from_socket(self, channel: Channel, msg: Message) -> None:
         if channel.topic.kind is not None:
             raise errors.forbidden("clients cannot broadcast on the hub's own channels")
-        event, body = msg.payload.get("event"), msg.payload.get("payload")
-        relay = self._encode(channel.topic.canonical, event, body)
-        self.deliver(channel.topic.canonical, event, body, skip=None if channel.broadcast_self else channel)
+        push = payloads.decode(msg.payload, _Push, _REFUSALS)
+        relay = self._encode(channel.topic.canonical, push.event, push.payload)
+        self.deliver(channel.topic.canonical, push.event, push.payload,
+                     skip=None if channel.broadcast_self else channel)
         await self._notify("hub_broadcast", [relay])
         if channel.broadcast_ack and msg.ref is not None:
             channel.session.push(protocol.reply(channel.session.vsn, msg, "ok", {}))
