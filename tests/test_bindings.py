@@ -100,7 +100,7 @@ def test_a_socket_holds_a_bounded_number_of_bindings() -> None:
 def test_the_bindings_known_by_spec_are_bounded() -> None:
     """Every distinct spec a client sends would otherwise stay in memory: past
     the bound the least recently parsed are forgotten, and ids stay unique."""
-    specs = [{"event": "*", "table": "appointments", "filter": f"patient_id=eq.{uuid.uuid4()}"}
+    specs = [BindingSpec(event="*", table="appointments", filter=f"patient_id=eq.{uuid.uuid4()}")
              for _ in range(channels.KNOWN_BINDINGS_SIZE // channels._BINDING_COST + 100)]
     first = parse_binding(specs[0])
     bindings = [first] + [parse_binding(s) for s in specs[1:]]
@@ -110,11 +110,11 @@ def test_the_bindings_known_by_spec_are_bounded() -> None:
     assert parse_binding(specs[-1]) is bindings[-1]  # a known spec keeps its id
     again = parse_binding(specs[0])  # forgotten: a new id, never one in use
     assert again.id not in {b.id for b in bindings} and again.filter == first.filter
-    patient = specs[0]["filter"].split(".", 1)[1]
+    patient = specs[0].filter.split(".", 1)[1]
     assert first.matches(event(patient_id=patient)) and again.matches(event(patient_id=patient))
     assert not first.matches(event(patient_id=str(uuid.uuid4())))
 
-    long = [{"event": "*", "table": "appointments", "filter": f"patient_notes=eq.{i}{'x' * 60_000}"}
+    long = [BindingSpec(event="*", table="appointments", filter=f"patient_notes=eq.{i}{'x' * 60_000}")
             for i in range(channels.KNOWN_BINDINGS_SIZE // 60_000 + 10)]
     for spec in long:
         parse_binding(spec)
