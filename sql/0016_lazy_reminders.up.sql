@@ -22,8 +22,7 @@ CREATE TABLE public.reminder_log (
 
 -- When an appointment's reminders were last planned, if later than its
 -- created_at: a change of its time or status plans them anew from that
--- moment, and only reminders due after it count. 'infinity': never planned
--- (booked before reminders existed, and unchanged since).
+-- moment, and only reminders due after it count.
 CREATE TABLE public.reminder_plans (
   appointment_id uuid PRIMARY KEY REFERENCES public.appointments(id) ON DELETE CASCADE,
   planned_at     timestamptz NOT NULL
@@ -39,13 +38,13 @@ CREATE TABLE public.reminder_sweep (
 
 -- The reminders 0009 planned: sent and missed ones are kept, pending ones
 -- follow from their appointments from now on. An appointment is planned from
--- just before its first pending reminder, so every pending one stays due (and
--- no reminder that 0009 left out appears); one without any is left unplanned.
+-- just before its first pending reminder, so every pending one stays due and
+-- none that 0009 left out appears; one without any pending is planned from now.
 INSERT INTO public.reminder_log (appointment_id, label, due_at, id, status, sent_at, created_at)
 SELECT appointment_id, label, due_at, id, status, sent_at, created_at
 FROM public.appointment_reminders WHERE status <> 'pending';
 INSERT INTO public.reminder_plans (appointment_id, planned_at)
-SELECT a.id, coalesce(min(r.due_at) - interval '1 microsecond', 'infinity')
+SELECT a.id, least(now(), min(r.due_at) - interval '1 microsecond')
 FROM public.appointments a
 LEFT JOIN public.appointment_reminders r ON r.appointment_id = a.id AND r.status = 'pending'
 WHERE a.status IN ('pending', 'confirmed')

@@ -15,7 +15,8 @@ from zoneinfo import ZoneInfo
 import asyncpg
 import pytest
 
-from hub.config import ConfigError, Settings, reminder_offsets
+from hub import db, migrate
+from hub.config import ROOT, ConfigError, Settings, reminder_offsets
 from services import reminders
 from tests.conftest import Api, Databases, eventually, make_dentist, slot_at
 from tests.test_calendar import next_dst_sundays
@@ -174,3 +175,38 @@ async def test_offsets_are_validated_and_replanned(pool: asyncpg.Pool) -> None:
             "SELECT appointment_date - interval '30 minutes' FROM public.appointments WHERE id = $1", later)}
     finally:
         await reminders.configure(pool, ("1d", "2h"))
+
+
+async def test_the_rows_of_0009_carry_over_and_back(databases: Databases) -> None:
+    """sql/0016 computes what 0009 stored as rows: the same reminders pending,
+    sent ones kept with their ids; its down file makes them rows again."""
+    dsn = await asyncio.to_thread(databases.create, migrated=False)
+    con = await db.connect(dsn)
+    try:
+        files = migrate.load(ROOT / "sql")
+        lazy = next(f for f in files if f.name == "lazy_reminders")
+        await migrate.migrate(con, [f for f in files if f.version < lazy.version])
+        dentist = await con.fetchval("INSERT INTO public.dentists (name, timezone) VALUES ('Dr Rows', 'Europe/Berlin') "
+                                     "RETURNING id")
+        patient = await con.fetchval("INSERT INTO auth.users (email) VALUES ('rows@reminders.test') RETURNING id")
+        booked = [await con.fetchval(
+            "INSERT INTO public.appointments (patient_id, dentist_id, appointment_date, appointment_type) "
+            "VALUES ($1, $2, now() + $3::text::interval, 'checkup') RETURNING id", patient, dentist, ahead)
+            for ahead in ("3 days", "5 hours", "30 hours", "4 days", "2 days")]
+        await con.execute("UPDATE public.appointment_reminders SET status = 'sent', sent_at = now() "
+                          "WHERE appointment_id = $1 AND label = '1d'", booked[2])
+        await con.execute("UPDATE public.appointments SET status = 'cancelled' WHERE id = $1", booked[3])
+        await con.execute("UPDATE public.appointments SET appointment_date = appointment_date + interval '3 hours' "
+                          "WHERE id = $1", booked[4])
+        rows = ("SELECT appointment_id, label, due_at, status, CASE WHEN status <> 'pending' THEN id END "
+                "FROM public.appointment_reminders ORDER BY 1, 2, 3")
+        planned = [tuple(r) for r in await con.fetch(rows)]
+        assert {r[3] for r in planned} == {"pending", "sent"} and len(planned) == 7  # 5h ahead: no 1d; cancelled: none
+        await migrate.migrate(con, [f for f in files if f.version <= lazy.version])
+        assert [tuple(r) for r in await con.fetch(rows)] == planned
+        await con.execute((ROOT / "sql" / f"{lazy.version:04d}_{lazy.name}.down.sql").read_text())
+        assert [tuple(r) for r in await con.fetch(rows)] == planned
+    finally:
+        await con.close()
+        await databases.drop_async(dsn)
+
