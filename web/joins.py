@@ -190,9 +190,8 @@ class Joins:
             versions = positions(old)  # the same socket again: it knows exactly what it sent
         elif principal.user_id is not None and topic.kind != ("notifications", "user_id") and (
                 topic.kind is not None or bindings):
-            channel.pending = []
-            return channel, None
-        if versions:
+            versions = None  # looked up after the reply (`_resume`)
+        if versions is None or versions:
             channel.pending = []  # hold live events until the replay is out
         return channel, versions
 
