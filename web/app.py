@@ -144,7 +144,7 @@ async def _actors(app: web.Application) -> AsyncIterator[None]:
     app[WAITLIST] = Waitlist(booking)
     realtime = app[REALTIME] = Realtime(pool, app[PRINCIPALS], booking, app[KEYS],
                                         retention_hours=settings.event_retention_hours)
-    realtime.heartbeat_timeout = settings.heartbeat_timeout_seconds
+    realtime.silence.timeout = settings.heartbeat_timeout_seconds
     pubsub.subscribe(realtime.on_event)
 
     def notified(con: Any, pid: int, channel: str, payload: str) -> None:

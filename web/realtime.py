@@ -24,6 +24,7 @@ import asyncpg
 from aiohttp import web
 
 from hub import db, errors, metrics, policy, protocol
+from hub.aio import Deadlines
 from hub.auth import verify_token
 from hub.events import Event
 from hub.keys import Keys
@@ -38,7 +39,7 @@ from web.commands import COMMANDS
 from web.joins import Joins
 from web.presence import Presence
 from web.relay import Relay
-from web.session import RESTART, Channel, Session
+from web.session import RESTART, SILENT, Channel, Session
 
 log = logging.getLogger("hub.realtime")
 
@@ -63,7 +64,8 @@ class Realtime:
         self.joins = Joins(self, pool, principals, booking)
         self._booking = booking
         self.slow_disconnects = 0
-        self.heartbeat_timeout = 60.0  # seconds of client silence before a socket is closed (web/session.py)
+        # sockets by when they were last heard from: silent for the heartbeat timeout, closed (web/session.py)
+        self.silence: Deadlines[Session] = Deadlines(60.0, lambda session: session.close_soon(SILENT))
         self._latencies: dict[int, int] = {}  # event id -> ms from commit to the last local hand-off
         self._unflushed: list[Session] = []  # sessions with frames for the next flush (flush_soon)
 

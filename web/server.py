@@ -27,6 +27,7 @@ from aiohttp.http_exceptions import LineTooLong
 from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_runner import GracefulExit
 
+from hub.aio import Deadlines
 from hub.config import Settings
 from hub.errors import ErrorCode, HubError
 from web._http import json
@@ -57,12 +58,14 @@ def _refusal(status: int, exc: BaseException | None) -> tuple[int, ErrorCode, st
 
 
 class Connections:
-    """Open connections per client address, shared by a process's handlers."""
+    """Open connections per client address, and those waiting for a request's
+    headers, shared by a process's handlers."""
 
-    def __init__(self, per_ip: int) -> None:
+    def __init__(self, per_ip: int, header_timeout: float) -> None:
         self.per_ip = per_ip
         self.open: collections.Counter[str] = collections.Counter()
         self.refused = 0
+        self.awaiting_headers = Deadlines(header_timeout, HubRequestHandler.header_timed_out)
 
     def admit(self, ip: str) -> bool:
         if self.per_ip and self.open[ip] >= self.per_ip:
@@ -78,12 +81,10 @@ class Connections:
 
 
 class HubRequestHandler(RequestHandler):
-    def __init__(self, *args: Any, connections: Connections, header_timeout: float, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, connections: Connections, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._connections = connections
-        self._header_timeout = header_timeout
         self._ip: str | None = None
-        self._header_timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         peer = transport.get_extra_info("peername")
@@ -121,18 +122,16 @@ class HubRequestHandler(RequestHandler):
             self._arm_header_timer()  # the first bytes of the next request on a kept-alive connection
 
     def _arm_header_timer(self) -> None:
-        if self._header_timer is None and self.transport is not None:
-            self._header_timer = self._loop.call_later(self._header_timeout, self._header_timed_out)
+        if self.transport is not None:
+            self._connections.awaiting_headers.arm(self)
 
     def _cancel_header_timer(self) -> None:
-        if self._header_timer is not None:
-            self._header_timer.cancel()
-            self._header_timer = None
+        self._connections.awaiting_headers.disarm(self)
 
-    def _header_timed_out(self) -> None:
-        self._header_timer = None
+    def header_timed_out(self) -> None:
         if not self._request_in_progress and self.transport is not None:
-            log.info("closed a connection that sent no complete headers in %ss", self._header_timeout)
+            log.info("closed a connection that sent no complete headers in %ss",
+                     self._connections.awaiting_headers.timeout)
             self.force_close()
 
     def handle_error(self, request: Any, status: int = 500, exc: BaseException | None = None,
@@ -179,11 +178,11 @@ async def _serve(app: web.Application, settings: Settings, reuse_port: bool, shu
     try:
         server, loop = runner.server, asyncio.get_running_loop()
         assert server is not None
-        connections = Connections(settings.max_connections_per_ip)
+        connections = Connections(settings.max_connections_per_ip, settings.header_timeout_seconds)
 
         def handler() -> HubRequestHandler:
             return HubRequestHandler(server, loop=loop, access_log=None, keepalive_timeout=75,
-                                     connections=connections, header_timeout=settings.header_timeout_seconds)
+                                     connections=connections)
 
         listening = await loop.create_server(handler, settings.host, settings.port, reuse_address=True,
                                              reuse_port=reuse_port or None, backlog=128)

@@ -144,8 +144,6 @@ class Session:
         self._tokens = PUSH_BURST
         self._refilled = time.monotonic()
         self.close_code: int | None = None
-        self._heard = 0.0  # loop time of the client's last message (heartbeats included)
-        self._silence: asyncio.TimerHandle | None = None
 
     # ---- writing ---------------------------------------------------------
 
@@ -203,12 +201,11 @@ class Session:
         """The one reader of this socket; writes happen in push(). As Phoenix
         does, a client that sends nothing (not even a heartbeat) for
         heartbeat_timeout seconds is closed: WebSocket pongs do not count."""
-        loop = asyncio.get_running_loop()
-        self._heard = loop.time()
-        self._silence = loop.call_later(self.realtime.heartbeat_timeout, self._check_silence)
+        silence = self.realtime.silence
+        silence.arm(self)
         try:
             async for raw in self.ws:
-                self._heard = loop.time()
+                silence.rearm(self)
                 if raw.type == WSMsgType.TEXT:
                     await self._receive(lambda: protocol.decode_text(raw.data, self.vsn))
                 elif raw.type == WSMsgType.BINARY:
@@ -216,20 +213,11 @@ class Session:
                 elif raw.type == WSMsgType.ERROR:
                     break
         finally:
-            if self._silence is not None:
-                self._silence.cancel()
+            silence.disarm(self)
             self._closing = True
             for channel in list(self.channels.values()):
                 self.realtime.leave(channel)
             self.channels.clear()
-
-    def _check_silence(self) -> None:
-        loop = asyncio.get_running_loop()
-        due = self._heard + self.realtime.heartbeat_timeout
-        if loop.time() >= due:
-            self.close_soon(SILENT)
-        else:
-            self._silence = loop.call_at(due, self._check_silence)
 
     async def _receive(self, decode: Any) -> None:
         try:
