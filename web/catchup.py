@@ -7,8 +7,9 @@ that reconnects to it, also after a restart): per (user, topic, dentist) the
 last version it sent. A join without versions replays from there.
 
 - Open channels are saved every SAVE_EVERY seconds (off the delivery path: one
-  batched statement, only channels with events since), and each channel at once
-  when it ends. A process that dies loses at most its last period, so a client
+  batched statement, only channels with events since, looked at SAVE_SLICE at
+  a time so ten thousand sockets never hold the event loop), and each channel
+  at once when it ends. A process that dies loses at most its last period, so a client
   gets some events again:
   delivery is at-least-once, and every payload's `version` lets it drop them.
 - Two tabs of one user share a cursor. `away` counts that user's channels on
@@ -28,7 +29,7 @@ import contextlib
 import dataclasses
 import logging
 import uuid
-from typing import Any, Callable, Coroutine, Iterable
+from typing import Any, Callable, Coroutine, Iterable, Sequence
 
 import asyncpg
 
@@ -62,6 +63,12 @@ UNION ALL
 SELECT NULL, NULL, id, version, NULL FROM public.dentists WHERE id = ANY($5::uuid[])
 """
 MAX_LOOKUPS = 500  # joins per lookup statement
+# How long a lookup waits for others to share its statement. The join is
+# answered without waiting (its live events are held until the replay is out),
+# so this delays only a new channel's first events; in a reconnect storm it
+# turns a round trip per join into one per batch.
+LOOKUP_WAIT = 0.002
+SAVE_SLICE = 500  # open channels looked at per turn of the event loop when saving
 
 _SAVE = """
 INSERT INTO public.realtime_cursors AS c (user_id, topic, dentist_id, version, away)
@@ -130,11 +137,14 @@ class Cursors:
         return {d: version for d, (version, current) in cursors.items() if version < current}
 
     async def _look_up(self) -> None:
-        """Answer waiting lookups, many per statement, until none wait. No
-        timer: a lone join's lookup goes at once, and batches grow with load."""
+        """Answer waiting lookups, many per statement, until none wait:
+        each statement takes what came within LOOKUP_WAIT, and what comes while
+        it is in flight waits for the next."""
         batch: list[_Lookup] = []
         try:
             while self._lookups:
+                if len(self._lookups) < MAX_LOOKUPS:
+                    await asyncio.sleep(LOOKUP_WAIT)
                 batch, self._lookups = self._lookups[:MAX_LOOKUPS], self._lookups[MAX_LOOKUPS:]
                 try:
                     found = await self._find(batch)
@@ -187,23 +197,33 @@ class Cursors:
     def drop(self, channel: Channel) -> None:
         self._saved.pop(channel, None)
 
-    def _batch(self, channels: Iterable[Channel]) -> dict[Key, tuple[int, int]]:
-        """What to write: open channels with events since their last save (a
-        dict comparison each, no work for idle ones), then the ended ones."""
+    def _open(self, channels: Iterable[Channel]) -> dict[Key, tuple[int, int]]:
+        """What to write for open channels: those with events since their last
+        save (a dict comparison each, no work for idle ones)."""
         batch: dict[Key, tuple[int, int]] = {}
         for channel in channels:
             user = channel.viewer.principal.user_id
             if user is None or self._saved.get(channel) == channel.last_version:
                 continue
+            if channel.session.channels.get(channel.topic.name) is not channel:
+                continue  # it ended after the save began: ended() has it
             self._saved[channel] = dict(channel.last_version)
             for dentist, version in positions(channel).items():
                 batch[(user, channel.topic.canonical, dentist)] = (version, 0)
+        return batch
+
+    def _take_ended(self, batch: dict[Key, tuple[int, int]]) -> dict[Key, tuple[int, int]]:
         ended, self._ended = self._ended, {}
         batch.update(ended)  # an absent tab's position wins over an open one's in the same batch
         return batch
 
-    async def save(self, channels: Iterable[Channel]) -> None:
-        batch = self._batch(channels)
+    async def save(self, channels: Sequence[Channel]) -> None:
+        batch: dict[Key, tuple[int, int]] = {}
+        for start in range(0, len(channels), SAVE_SLICE):
+            if start:
+                await asyncio.sleep(0)  # bookings and frames go on between slices
+            batch.update(self._open(channels[start:start + SAVE_SLICE]))
+        self._take_ended(batch)
         if not batch:
             return
         keys = list(batch)
@@ -218,7 +238,7 @@ class Cursors:
                     self._ended[key] = (min(earliest, batch[key][0]), count + batch[key][1])
             self._saved.clear()
 
-    async def run(self, open_channels: Callable[[], Iterable[Channel]]) -> None:
+    async def run(self, open_channels: Callable[[], Sequence[Channel]]) -> None:
         """Save ended channels as they end, open ones every period, and once
         more when stopped (what channels ended on shutdown)."""
         loop = asyncio.get_running_loop()
