@@ -245,6 +245,6 @@ def test_ended_cursors_waiting_for_a_save_are_bounded(monkeypatch) -> None:
     for i in range(200):
         end(f"realtime:room-{i}", 10 + i)
     end("realtime:room-0", 5)  # already kept: still counted, and the earliest version wins
-    batch = cursors._take_ended({})
+    batch = cursors._take_ended()
     assert len(batch) == 50
     assert batch[(who.principal.user_id, "room-0", dentist)] == (5, 2)

@@ -205,17 +205,16 @@ class Cursors:
             user = channel.viewer.principal.user_id
             if user is None or self._saved.get(channel) == channel.last_version:
                 continue
-            if channel.session.channels.get(channel.topic.name) is not channel:
+            if not channel.joined:
                 continue  # it ended after the save began: ended() has it
             self._saved[channel] = dict(channel.last_version)
             for dentist, version in positions(channel).items():
                 batch[(user, channel.topic.canonical, dentist)] = (version, 0)
         return batch
 
-    def _take_ended(self, batch: dict[Key, tuple[int, int]]) -> dict[Key, tuple[int, int]]:
+    def _take_ended(self) -> dict[Key, tuple[int, int]]:
         ended, self._ended = self._ended, {}
-        batch.update(ended)  # an absent tab's position wins over an open one's in the same batch
-        return batch
+        return ended
 
     async def save(self, channels: Sequence[Channel]) -> None:
         batch: dict[Key, tuple[int, int]] = {}
@@ -223,7 +222,7 @@ class Cursors:
             if start:
                 await asyncio.sleep(0)  # bookings and frames go on between slices
             batch.update(self._open(channels[start:start + SAVE_SLICE]))
-        self._take_ended(batch)
+        batch.update(self._take_ended())  # an absent tab's position wins over an open one's in the same batch
         if not batch:
             return
         keys = list(batch)

@@ -245,7 +245,7 @@ class Joins:
         """End a channel the way Supabase Realtime does: a `system` error
         message with the reason, then `phx_close`."""
         session = channel.session
-        if session.channels.get(channel.topic.name) is not channel:
+        if not channel.joined:
             return  # already ended
         session.push(protocol.encode(session.vsn, channel.topic.name, "system", {
             "status": "error", "extension": "system", "channel": channel.topic.canonical,
@@ -275,7 +275,7 @@ class Joins:
     async def _apply(self, channel: Channel, principal: Principal) -> bool:
         """Re-authorize `channel` for `principal`; False when it was closed."""
         viewer = await self.viewer(principal)
-        if channel.session.channels.get(channel.topic.name) is not channel:
+        if not channel.joined:
             return False  # ended while we looked
         reason = policy.join_denied(viewer, channel.topic.kind, channel.topic.key)
         if reason is not None:

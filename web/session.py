@@ -76,6 +76,11 @@ class Channel:
     def __post_init__(self) -> None:
         self.fixed_view = policy.fixed_view(self.topic.kind)
 
+    @property
+    def joined(self) -> bool:
+        """Still its socket's channel on the topic: not left, closed or replaced by a rejoin."""
+        return self.session.channels.get(self.topic.name) is self
+
     def deliver(self, event: Event, cache: dict[Any, Any]) -> int:
         """Send what `event` means on this channel, once, in version order;
         returns the frames sent. `cache` holds each frame, ready for the wire,
